@@ -1,0 +1,139 @@
+"""The model card: what a package's `model.json` holds, validated against a fixed schema."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .axes import SLICE_AXES
+from .intensity import MODALITIES, IntensityPair
+
+SCHEMA_VERSION = 1
+TASKS = ("translation", "motion-correction", "denoising")
+
+# key -> (required, accepted types)
+_SCHEMA: Dict[str, Any] = {
+    "schema_version": (True, (int,)),
+    "id": (True, (str,)),
+    "version": (True, (str,)),
+    "task": (True, (str,)),
+    "source_modality": (True, (str,)),
+    "target_modality": (True, (str,)),
+    "architecture": (True, (dict,)),
+    "intensity": (True, (dict,)),
+    "spacing_mm": (True, (list, type(None))),
+    "slice_axis": (True, (str,)),
+    "context_slices": (True, (int,)),
+    "training": (True, (dict,)),
+    "metrics": (True, (dict,)),
+    "license": (True, (str,)),
+    "intended_use": (True, (str,)),
+    "weights_sha256": (True, (str,)),
+    "description": (False, (str,)),
+    "warnings": (False, (list,)),
+    "inverse_weights_sha256": (False, (str,)),
+}
+
+
+class CardError(ValueError):
+    """The card does not follow the schema; the message names the key."""
+
+
+@dataclass
+class ModelCard:
+    """A validated `model.json`. `architecture` is the network spec for `networks.build_network`."""
+
+    schema_version: int
+    id: str
+    version: str
+    task: str
+    source_modality: str
+    target_modality: str
+    architecture: Dict[str, Any]
+    intensity: Dict[str, Any]
+    spacing_mm: Optional[List[float]]
+    slice_axis: str
+    context_slices: int
+    training: Dict[str, Any]
+    metrics: Dict[str, Any]
+    license: str
+    intended_use: str
+    weights_sha256: str
+    description: str = ""
+    warnings: List[str] = field(default_factory=list)
+    inverse_weights_sha256: Optional[str] = None
+
+    @property
+    def in_channels(self) -> int:
+        """Network input channels: the slice and its 2k neighbours."""
+        return 2 * self.context_slices + 1
+
+    @property
+    def intensity_pair(self) -> IntensityPair:
+        return IntensityPair.from_dict(self.intensity)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ModelCard":
+        """Validate and build; raises CardError naming the first problem."""
+        if not isinstance(data, dict):
+            raise CardError("model.json must hold a JSON object")
+        unknown = sorted(set(data) - set(_SCHEMA))
+        if unknown:
+            raise CardError(f"unknown key(s) {', '.join(unknown)}")
+        for key, (required, types) in _SCHEMA.items():
+            if key not in data:
+                if required:
+                    raise CardError(f"missing key '{key}'")
+                continue
+            value = data[key]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise CardError(f"key '{key}' must be {names}, not {type(value).__name__}")
+        _check_values(data)
+        return cls(**data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        if not data["description"]:
+            del data["description"]
+        if not data["warnings"]:
+            del data["warnings"]
+        if data["inverse_weights_sha256"] is None:
+            del data["inverse_weights_sha256"]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def summary(self) -> str:
+        """One line for listings."""
+        return f"{self.id}  {self.source_modality} -> {self.target_modality}  ({self.architecture.get('name')}, {self.task})"
+
+
+def _check_values(data: Dict[str, Any]) -> None:
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise CardError(f"schema_version {data['schema_version']} is not supported (this library reads {SCHEMA_VERSION})")
+    if data["task"] not in TASKS:
+        raise CardError(f"task '{data['task']}' is unknown (known: {', '.join(TASKS)})")
+    for key in ("source_modality", "target_modality"):
+        if data[key] not in MODALITIES:
+            raise CardError(f"{key} '{data[key]}' is unknown (known: {', '.join(MODALITIES)})")
+    if data["slice_axis"] not in SLICE_AXES:
+        raise CardError(f"slice_axis '{data['slice_axis']}' is unknown (known: {', '.join(SLICE_AXES)})")
+    if data["context_slices"] < 0:
+        raise CardError("context_slices must be >= 0")
+    spacing = data["spacing_mm"]
+    if spacing is not None and (len(spacing) != 2 or not all(isinstance(s, (int, float)) and s > 0 for s in spacing)):
+        raise CardError("spacing_mm must be null or [row_mm, column_mm] with positive numbers")
+    if not isinstance(data["architecture"].get("name"), str):
+        raise CardError("architecture must name the network: {\"name\": ...}")
+    for key in ("weights_sha256", "inverse_weights_sha256"):
+        digest = data.get(key)
+        if digest is not None and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)):
+            raise CardError(f"{key} must be 64 lower-case hex digits")
+    if not all(isinstance(w, str) for w in data.get("warnings", [])):
+        raise CardError("warnings must be a list of strings")
+    try:
+        IntensityPair.from_dict(data["intensity"])
+    except ValueError as error:
+        raise CardError(str(error)) from None

@@ -1,0 +1,190 @@
+"""The `medtranslate` command: translate, models, info, evaluate, demo.
+
+Errors print one line on stderr: exit status 2 for bad input, 1 for failures; `--debug` shows tracebacks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from . import __version__
+from .errors import InputError, MedTranslateError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medtranslate", description="Translate medical volumes between modalities.")
+    parser.add_argument("--version", action="version", version=f"medtranslate {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    translate = commands.add_parser("translate", help="translate a volume (file or DICOM folder)")
+    translate.add_argument("input", help="input volume: .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd or a DICOM folder")
+    translate.add_argument("output", help="output file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd)")
+    translate.add_argument("--model", required=True, help="model id (see `medtranslate models`) or package path")
+    _add_run_options(translate)
+
+    models = commands.add_parser("models", help="list the model packages found")
+    models.add_argument("--json", action="store_true", help="print the cards as a JSON list")
+
+    info = commands.add_parser("info", help="show a model's card")
+    info.add_argument("model", help="model id or package path")
+
+    evaluate = commands.add_parser("evaluate", help="MAE, MSE, PSNR, SSIM of a prediction against a reference")
+    evaluate.add_argument("prediction")
+    evaluate.add_argument("reference")
+    evaluate.add_argument("--mask", help="mask volume on the same grid (nonzero = inside); default: head mask")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    demo = commands.add_parser("demo", help="translate the bundled sample with the bundled model")
+    demo.add_argument("--out", default="demo_output", help="folder for the result and its preview")
+    _add_run_options(demo)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    parser.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                        help="autocast precision (auto: bf16/fp16 on CUDA, fp32 elsewhere)")
+    parser.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (falls back if unavailable)")
+
+
+def _run_options(args: argparse.Namespace) -> Dict[str, object]:
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
+    return {"device": args.device, "batch_size": args.batch_size, "precision": args.precision,
+            "tta": args.tta, "compile": args.compile}
+
+
+def _progress_bar():
+    """A tqdm bar (shown on terminals only) driven by the library's Progress reports."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="slice", disable=None, file=sys.stderr, leave=False)
+
+    def update(progress) -> None:
+        bar.set_description(progress.stage)
+        bar.total = progress.total
+        bar.n = progress.done
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .translate import translate_file
+
+    options = _run_options(args)
+    bar, update = _progress_bar()
+    with bar:
+        translate_file(args.input, args.output, args.model, progress=update, **options)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .registry import list_models
+
+    cards = list_models()
+    if args.json:
+        print(json.dumps([card.to_dict() for card in cards], indent=2))
+        return 0
+    if not cards:
+        print("no model packages found")
+    for card in cards:
+        print(card.summary())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .package import read_card
+    from .registry import resolve
+
+    print(read_card(resolve(args.model)).to_json())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import SimpleITK as sitk
+
+    from .metrics import compare
+    from .volume import describe_grid, read_volume, same_grid
+
+    prediction, reference = read_volume(args.prediction), read_volume(args.reference)
+    if not same_grid(prediction, reference, tolerance=1e-3):
+        raise InputError(f"{args.prediction} ({describe_grid(prediction)}) and {args.reference} "
+                         f"({describe_grid(reference)}) are not on the same grid")
+    mask = None
+    if args.mask:
+        mask_image = sitk.ReadImage(args.mask) if Path(args.mask).is_file() else None
+        if mask_image is None:
+            raise InputError(f"{args.mask}: no such mask file")
+        if not same_grid(mask_image, reference, tolerance=1e-3):
+            raise InputError(f"{args.mask}: mask is not on the reference's grid ({describe_grid(reference)})")
+        mask = sitk.GetArrayViewFromImage(mask_image) != 0
+    reference_array = sitk.GetArrayViewFromImage(reference)
+    try:
+        metrics: Dict[str, object] = dict(compare(sitk.GetArrayViewFromImage(prediction), reference_array, mask))
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    metrics["units"] = "HU" if float(reference_array.min()) < -500 else "image units"
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"MAE  {metrics['mae']:.4g} {metrics['units']}\nMSE  {metrics['mse']:.4g}\n"
+              f"PSNR {metrics['psnr']:.2f} dB\nSSIM {metrics['ssim']:.4f}\n(inside {metrics['voxels']} voxels)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    bar, update = _progress_bar()
+    with bar:
+        result = run_demo(Path(args.out), progress=update, **_run_options(args))
+    print(f"model:   {result.model_id}")
+    print(f"input:   {result.input_path}")
+    print(f"output:  {result.output_path}")
+    print(f"preview: {result.preview_path} (input | output; axial and coronal middle slices)")
+    return 0
+
+
+COMMANDS: Dict[str, Command] = {"translate": cmd_translate, "models": cmd_models, "info": cmd_info,
+                                "evaluate": cmd_evaluate, "demo": cmd_demo}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        return COMMANDS[args.command](args)
+    except MedTranslateError as error:
+        if args.debug:
+            raise
+        print(f"medtranslate: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("medtranslate: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as error:  # a failure, not bad input: one line unless --debug
+        if args.debug:
+            raise
+        print(f"medtranslate: failed: {type(error).__name__}: {error} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"medtranslate: warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Device choice (CUDA, then Apple MPS, then CPU) and the autocast precision to run at."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .errors import InputError
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; `cpu`, `cuda`, `cuda:N`, `mps` are checked to exist."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"device '{name}' is not a device name (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device '{name}': CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device '{name}': this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not _mps_available():
+        raise InputError(f"device '{name}': Apple MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device '{name}' is not supported (auto, cpu, cuda, cuda:N, mps)")
+    return device
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
+    """The autocast dtype, or None for plain float32.
+
+    `auto` means bf16 on CUDA GPUs that support it, fp16 on older ones, float32 elsewhere.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision '{precision}' is unknown ({', '.join(PRECISIONS)})")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16 if precision == "fp16" else None
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def describe_devices() -> list:
+    """[(name, label)] for a device chooser: auto, every CUDA GPU with its memory, MPS, CPU."""
+    choices = [("auto", "Auto")]
+    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        props = torch.cuda.get_device_properties(index)
+        choices.append((f"cuda:{index}", f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"))
+    if _mps_available():
+        choices.append(("mps", "Apple MPS"))
+    choices.append(("cpu", "CPU"))
+    return choices

@@ -1,0 +1,142 @@
+"""Slice-by-slice inference: (slices, rows, columns) array -> batches -> network -> output array.
+
+Only one batch lives on the device at a time: memory is bounded by the batch, not the volume. Slices are
+normalised and denormalised per batch, so the volume is never copied whole in the network's range.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .device import autocast_dtype
+from .networks import size_multiple
+from .progress import ProgressCallback, check_cancel, report
+
+ArrayMap = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run: slices per batch, autocast precision, test-time mirroring, memory layout, compilation."""
+
+    batch_size: int = 8
+    precision: str = "auto"
+    tta: bool = False
+    channels_last: bool = True
+    compile: bool = False
+
+
+def slice_indices(count: int, context: int, batch: np.ndarray) -> np.ndarray:
+    """(B,) slice numbers -> (B, 2k+1) neighbour numbers, clamped at the volume's ends."""
+    offsets = np.arange(-context, context + 1)
+    return np.clip(batch[:, None] + offsets[None, :], 0, count - 1)
+
+
+def pad_to_multiple(batch: torch.Tensor, multiple: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H', W') with H', W' multiples of `multiple`; mirrored borders."""
+    height, width = batch.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if not pad_h and not pad_w:
+        return batch
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(batch, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), mode=mode)
+
+
+def crop_to(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Undo `pad_to_multiple`: (B, C, H', W') -> (B, C, height, width)."""
+    top = (batch.shape[-2] - height) // 2
+    left = (batch.shape[-1] - width) // 2
+    return batch[..., top:top + height, left:left + width]
+
+
+class SliceEngine:
+    """Runs a 2D network over the slices of a volume, batch by batch, on one device."""
+
+    def __init__(self, network: torch.nn.Module, device: torch.device, context: int = 0,
+                 options: EngineOptions = EngineOptions(), mirror_context: bool = False) -> None:
+        """`mirror_context`: the left-right mirror used by test-time augmentation reverses the context
+        channels (sagittal slicing) instead of flipping columns (axial and coronal)."""
+        self.device = device
+        self.context = context
+        self.options = options
+        self.mirror_context = mirror_context
+        self.multiple = size_multiple(network)
+        self.eager_network = network
+        self.network = self._prepare(network)
+        self.compiled_unproven = options.compile
+
+    def _prepare(self, network: torch.nn.Module, compile: Optional[bool] = None) -> Any:
+        network = network.eval().to(self.device)
+        if self.options.channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        if self.options.compile if compile is None else compile:
+            return torch.compile(network)
+        return network
+
+    def run(self, source: np.ndarray, output: np.ndarray, normalize: ArrayMap, denormalize: ArrayMap,
+            progress: Optional[ProgressCallback] = None, cancel: Any = None) -> None:
+        """Fill `output` (S, H, W, writable) from `source` (S, H, W, any dtype); both may be strided views.
+
+        `normalize` maps source units to [-1, 1]; `denormalize` maps network output back to units.
+        """
+        count = source.shape[0]
+        batch_size = max(1, self.options.batch_size)
+        start = 0
+        report(progress, "translating", 0, count)
+        while start < count:
+            check_cancel(cancel)
+            numbers = np.arange(start, min(start + batch_size, count))
+            inputs = normalize(source[slice_indices(count, self.context, numbers)])  # (B, 2k+1, H, W)
+            try:
+                result = self._infer(inputs)
+            except torch.cuda.OutOfMemoryError:
+                batch_size = self._after_out_of_memory(batch_size)
+                continue
+            except Exception as error:  # torch.compile fails on its first call without a working compiler
+                if not self.compiled_unproven:
+                    raise
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); running eagerly")
+                self.network = self._prepare(self.eager_network, compile=False)
+                self.compiled_unproven = False
+                continue
+            self.compiled_unproven = False
+            output[numbers] = denormalize(result)
+            start = numbers[-1] + 1
+            report(progress, "translating", int(start), count)
+
+    def _after_out_of_memory(self, batch_size: int) -> int:
+        torch.cuda.empty_cache()
+        if batch_size > 1:
+            warnings.warn(f"CUDA out of memory at batch {batch_size}; retrying with batch {batch_size // 2}")
+            return batch_size // 2
+        warnings.warn("CUDA out of memory at batch 1; continuing on the CPU")
+        self.device = torch.device("cpu")
+        self.network = self._prepare(self.eager_network)
+        return 1
+
+    @torch.inference_mode()
+    def _infer(self, inputs: np.ndarray) -> np.ndarray:
+        """(B, C, H, W) float32 in [-1, 1] -> (B, H, W) float32 network output."""
+        height, width = inputs.shape[-2:]
+        batch = pad_to_multiple(torch.from_numpy(np.ascontiguousarray(inputs)), self.multiple)
+        batch = batch.to(self.device, non_blocking=True)
+        if self.options.tta:
+            mirrored = batch.flip(1) if self.mirror_context else batch.flip(-1)
+            batch = torch.cat([batch, mirrored])
+        if self.options.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        dtype = autocast_dtype(self.device, self.options.precision)
+        autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
+                    else contextlib.nullcontext())
+        with autocast:
+            result = self.network(batch)[:, 0].float()
+        if self.options.tta:
+            plain, mirrored = result.chunk(2)
+            result = (plain + (mirrored if self.mirror_context else mirrored.flip(-1))) / 2
+        return crop_to(result, height, width).cpu().numpy()

@@ -1,0 +1,23 @@
+"""2-D image-to-image networks: generators, the PatchGAN discriminator and a factory for model cards."""
+from __future__ import annotations
+
+from .casnet import CasNet
+from .factory import ARCHITECTURES, build_network, size_multiple
+from .norm import NORM_KINDS, make_norm
+from .patchgan import PatchDiscriminator, receptive_field
+from .resnet import ResnetGenerator
+from .unet import ClassicUNet, UNetGenerator
+
+__all__ = [
+    "ARCHITECTURES",
+    "NORM_KINDS",
+    "CasNet",
+    "ClassicUNet",
+    "PatchDiscriminator",
+    "ResnetGenerator",
+    "UNetGenerator",
+    "build_network",
+    "make_norm",
+    "receptive_field",
+    "size_multiple",
+]

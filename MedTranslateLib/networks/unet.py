@@ -1,0 +1,170 @@
+"""U-Net generators: the pix2pix U-Net (Isola et al. 2017) and the classic 9-stage U-Net (Dong et al. 2020)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from .norm import conv_bias, make_norm
+
+FINAL_ACTIVATIONS = ("tanh", "none")
+
+
+class UNetSkipBlock(nn.Module):
+    """One level of the pix2pix U-Net: 4x4 stride-2 down, the inner levels, 4x4 stride-2 up.
+
+    Outermost: (B,in_channels,H,W) -> (B,outer_channels,H,W), ending in Tanh.
+    Otherwise: (B,outer_channels,H,W) -> (B,2*outer_channels,H,W), the input concatenated
+    with the block's output (the skip connection).
+    The innermost block (`submodule` None) has no norm after its down conv, so the
+    1x1 bottleneck of a 2**num_downs input is never normalized.
+    `in_channels` is given for the outermost block only (the network input); inner blocks
+    take `outer_channels`. `dropout` applies to non-outermost decoders, after their norm.
+    """
+
+    def __init__(
+        self,
+        outer_channels: int,
+        inner_channels: int,
+        submodule: Optional[nn.Module],
+        norm: str,
+        dropout: float = 0.0,
+        in_channels: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.outermost = in_channels is not None
+        innermost = submodule is None
+        bias = conv_bias(norm)
+        down_in = in_channels if in_channels is not None else outer_channels
+        down_conv = nn.Conv2d(down_in, inner_channels, kernel_size=4, stride=2, padding=1, bias=bias)
+        up_in = inner_channels if innermost else inner_channels * 2
+        layers: List[nn.Module]
+        if self.outermost:
+            up_conv = nn.ConvTranspose2d(up_in, outer_channels, kernel_size=4, stride=2, padding=1)
+            layers = [down_conv, submodule, nn.ReLU(), up_conv, nn.Tanh()]
+        else:
+            up_conv = nn.ConvTranspose2d(up_in, outer_channels, kernel_size=4, stride=2, padding=1, bias=bias)
+            down = [nn.LeakyReLU(0.2), down_conv]
+            if not innermost:
+                down.append(make_norm(norm, inner_channels))
+            inner = [] if innermost else [submodule]
+            layers = down + inner + [nn.ReLU(), up_conv, make_norm(norm, outer_channels)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], dim=1)
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix U-Net; (B,in_channels,H,W) -> (B,out_channels,H,W) in [-1, 1].
+
+    H and W must be multiples of `size_multiple` = 2**num_downs (num_downs=8: U-Net-256).
+    Level i (0 = outermost) downsamples to width*min(2**i, 8) channels with a 4x4 stride-2
+    conv after LeakyReLU(0.2); the decoder mirrors it with ReLU + 4x4 stride-2 transposed
+    convs, concatenating each level's input as the skip. As in pix2pix, dropout is applied
+    in the decoders of the levels between the first 8w level (i=4) and the innermost one:
+    num_downs-5 blocks, three for num_downs=8, none for num_downs<=5.
+    The module tree matches the reference implementation's state_dict keys.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        width: int = 64,
+        num_downs: int = 8,
+        norm: str = "batch",
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if num_downs < 2:
+            raise ValueError(f"num_downs must be >= 2, got {num_downs}")
+        self.size_multiple = 2**num_downs
+        block: Optional[nn.Module] = None
+        for level in reversed(range(num_downs)):
+            inner = width * min(2**level, 8)
+            if level == 0:
+                block = UNetSkipBlock(out_channels, inner, block, norm, in_channels=in_channels)
+            else:
+                outer = width * min(2 ** (level - 1), 8)
+                level_dropout = dropout if 4 <= level < num_downs - 1 else 0.0
+                block = UNetSkipBlock(outer, inner, block, norm, dropout=level_dropout)
+        self.model = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,in_channels,H,W) -> (B,out_channels,H,W), H and W multiples of 2**num_downs."""
+        return self.model(x)
+
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 convs (stride 1, padding 1), each followed by norm and ReLU; (B,in,H,W) -> (B,out,H,W)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str) -> None:
+        bias = conv_bias(norm)
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias),
+            make_norm(norm, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=bias),
+            make_norm(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class ClassicUNet(nn.Module):
+    """The classic U-Net as used for CT->MRI by Dong et al. 2020; (B,in_channels,H,W) -> (B,out_channels,H,W).
+
+    `depth` encoder stages (DoubleConv, width*2**level channels at level 0..depth-1) separated
+    by 2x2 max-pools, then depth-1 decoder stages (2x2 stride-2 transposed conv halving the
+    channels, concatenation with the encoder stage of the same level, DoubleConv); depth=5 gives
+    the 9 stages. A final 1x1 conv maps to out_channels, followed by Tanh ("tanh", output in
+    [-1, 1]) or nothing ("none"). H and W must be multiples of `size_multiple` = 2**(depth-1).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        width: int = 64,
+        depth: int = 5,
+        norm: str = "batch",
+        final_activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"depth must be >= 2, got {depth}")
+        if final_activation not in FINAL_ACTIVATIONS:
+            raise ValueError(
+                f"unknown final_activation '{final_activation}' (known: {', '.join(FINAL_ACTIVATIONS)})"
+            )
+        self.size_multiple = 2 ** (depth - 1)
+        widths = [width * 2**level for level in range(depth)]
+        self.encoders = nn.ModuleList(
+            DoubleConv(c_in, c_out, norm) for c_in, c_out in zip([in_channels] + widths[:-1], widths)
+        )
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(widths[level + 1], widths[level], kernel_size=2, stride=2)
+            for level in reversed(range(depth - 1))
+        )
+        self.decoders = nn.ModuleList(
+            DoubleConv(2 * widths[level], widths[level], norm) for level in reversed(range(depth - 1))
+        )
+        self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+        self.activation = nn.Tanh() if final_activation == "tanh" else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,in_channels,H,W) -> (B,out_channels,H,W), H and W multiples of 2**(depth-1)."""
+        skips: List[torch.Tensor] = []
+        for level, encoder in enumerate(self.encoders):
+            x = encoder(x if level == 0 else self.pool(x))
+            skips.append(x)
+        skips.pop()  # the bottleneck feeds the decoder directly
+        for up, decoder in zip(self.ups, self.decoders):
+            x = decoder(torch.cat([skips.pop(), up(x)], dim=1))
+        return self.activation(self.head(x))

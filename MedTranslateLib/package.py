@@ -1,0 +1,140 @@
+"""Model packages: a folder or .zip with `model.json` and `weights.safetensors` (never pickles).
+
+Loading validates the card, checks the SHA-256 of the weights and builds the network in eval mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from .card import CardError, ModelCard
+from .errors import ModelPackageError
+from .networks import build_network
+
+CARD_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+INVERSE_WEIGHTS_FILE = "inverse_weights.safetensors"
+
+
+@dataclass
+class TranslationModel:
+    """A loaded package: its card, its network (eval mode, CPU) and, for CycleGAN, the inverse network."""
+
+    card: ModelCard
+    network: torch.nn.Module
+    path: Path
+    inverse_network: Optional[torch.nn.Module] = None
+
+
+def read_card(path: Union[str, Path]) -> ModelCard:
+    """The validated card of the package at `path` (folder or .zip), without reading weights."""
+    path = Path(path)
+    try:
+        return ModelCard.from_dict(json.loads(_read_member(path, CARD_FILE)))
+    except json.JSONDecodeError as error:
+        raise ModelPackageError(f"{path}: {CARD_FILE} is not valid JSON ({error.msg}, line {error.lineno})") from None
+    except CardError as error:
+        raise ModelPackageError(f"{path}: {CARD_FILE}: {error}") from None
+
+
+def load_package(path: Union[str, Path]) -> TranslationModel:
+    """Load and verify the package at `path`; raises ModelPackageError naming what is wrong."""
+    path = Path(path)
+    card = read_card(path)
+    network = _load_network(path, card, WEIGHTS_FILE, card.weights_sha256, card.in_channels)
+    inverse = None
+    if card.inverse_weights_sha256 is not None:
+        inverse = _load_network(path, card, INVERSE_WEIGHTS_FILE, card.inverse_weights_sha256, card.in_channels)
+    return TranslationModel(card=card, network=network, path=path, inverse_network=inverse)
+
+
+def _load_network(path: Path, card: ModelCard, member: str, digest: str, in_channels: int) -> torch.nn.Module:
+    blob = _read_member(path, member)
+    actual = hashlib.sha256(blob).hexdigest()
+    if actual != digest:
+        raise ModelPackageError(f"{path}: {member} has SHA-256 {actual[:12]}…, the card says {digest[:12]}…; "
+                                "the weights are corrupt or do not belong to this card")
+    try:
+        network = build_network(card.architecture, in_channels=in_channels, out_channels=1)
+    except ValueError as error:
+        raise ModelPackageError(f"{path}: {error}") from None
+    try:
+        state = load_safetensors(blob)
+    except SafetensorError as error:
+        raise ModelPackageError(f"{path}: {member} is not a safetensors file ({error})") from None
+    try:
+        network.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise ModelPackageError(f"{path}: {member} does not fit the card's architecture ({first})") from None
+    return network.eval()
+
+
+def _read_member(path: Path, member: str) -> bytes:
+    if not path.exists():
+        raise ModelPackageError(f"{path}: no such model package")
+    if path.is_dir():
+        file = path / member
+        if not file.is_file():
+            raise ModelPackageError(f"{path}: package has no {member}")
+        return file.read_bytes()
+    if not zipfile.is_zipfile(path):
+        raise ModelPackageError(f"{path}: not a model package (a folder or .zip with {CARD_FILE} and {WEIGHTS_FILE})")
+    with zipfile.ZipFile(path) as archive:
+        names = {Path(n).name: n for n in archive.namelist() if not n.endswith("/")}
+        if member not in names:
+            raise ModelPackageError(f"{path}: package has no {member}")
+        return archive.read(names[member])
+
+
+def weights_blob(state: Mapping[str, torch.Tensor], half: bool = True) -> bytes:
+    """Safetensors bytes of a state dict; floating tensors in fp16 when `half` (small packages)."""
+    tensors: Dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        if half and tensor.is_floating_point():
+            tensor = tensor.half()
+        tensors[name] = tensor
+    return save_safetensors(tensors)
+
+
+def save_package(card_fields: Dict[str, Any], network: torch.nn.Module, out_dir: Union[str, Path],
+                 inverse_network: Optional[torch.nn.Module] = None, half: bool = True) -> ModelCard:
+    """Write a package folder atomically: weights, their hashes filled into the card, the card last.
+
+    `card_fields` is every card key except the weight hashes.
+    """
+    out_dir = Path(out_dir)
+    blobs = {WEIGHTS_FILE: weights_blob(network.state_dict(), half)}
+    fields = dict(card_fields, weights_sha256=hashlib.sha256(blobs[WEIGHTS_FILE]).hexdigest())
+    if inverse_network is not None:
+        blobs[INVERSE_WEIGHTS_FILE] = weights_blob(inverse_network.state_dict(), half)
+        fields["inverse_weights_sha256"] = hashlib.sha256(blobs[INVERSE_WEIGHTS_FILE]).hexdigest()
+    try:
+        card = ModelCard.from_dict(fields)
+    except CardError as error:
+        raise ModelPackageError(f"card for {out_dir}: {error}") from None
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name, blob in blobs.items():
+            (staging / name).write_bytes(blob)
+        (staging / CARD_FILE).write_text(card.to_json() + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return card

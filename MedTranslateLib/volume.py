@@ -1,0 +1,184 @@
+"""Reading, validating and atomically writing volumes through SimpleITK.
+
+Every image the library hands on is a 3D scalar `SimpleITK.Image`; a 2D input becomes a one-slice volume.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+WRITE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def volume_extension(path: PathLike) -> str:
+    """The file's extension, `.nii.gz` counted as one; lower case."""
+    name = Path(path).name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+def read_volume(path: PathLike) -> sitk.Image:
+    """Read a NIfTI/NRRD/MHA/... file or a folder holding one DICOM series as a validated 3D scalar image."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        image = _read_dicom_folder(path)
+    else:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            raise InputError(f"{path}: cannot be read as an image ({_first_line(error)})") from None
+        _check_nifti_complete(path)
+    return as_volume(image, str(path))
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse a truncated NIfTI-1 file: ITK's reader silently fills the missing voxels with zeros."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    compressed = name.endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+            header = stream.read(348)
+            endians = [e for e in "<>" if len(header) == 348 and struct.unpack(e + "i", header[:4])[0] == 348]
+            if not endians:
+                return  # not a NIfTI-1 header; ITK has judged the file
+            dims = struct.unpack(endians[0] + "8h", header[40:56])
+            bitpix = struct.unpack(endians[0] + "h", header[72:74])[0]
+            offset = int(struct.unpack(endians[0] + "f", header[108:112])[0])
+            if not 1 <= dims[0] <= 7 or bitpix <= 0:
+                return
+            expected = max(offset, 348) + int(np.prod(dims[1:dims[0] + 1], dtype=np.int64)) * bitpix // 8
+            actual = len(header) if compressed else path.stat().st_size
+            while compressed:  # a gzip stream's length is only known by decompressing it
+                chunk = stream.read(1 << 20)
+                if not chunk:
+                    break
+                actual += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        raise InputError(f"{path}: file is truncated or corrupt (its compressed data ends early)") from None
+    if actual < expected:
+        raise InputError(f"{path}: file is truncated ({actual} of {expected} bytes); it cannot be read completely")
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"{folder}: folder holds no DICOM series")
+    if len(series) > 1:
+        raise InputError(f"{folder}: folder holds {len(series)} DICOM series; put one series per folder")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as error:
+        raise InputError(f"{folder}: DICOM series cannot be read ({_first_line(error)})") from None
+
+
+def as_volume(image: sitk.Image, name: str = "image") -> sitk.Image:
+    """Check `image` is a translatable scalar volume; a 2D image becomes a one-slice 3D volume."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel (RGB or vector); "
+            "a scalar (grayscale) volume is needed"
+        )
+    dimension = image.GetDimension()
+    if dimension == 2:
+        image = _one_slice_volume(image)
+    elif dimension != 3:
+        raise InputError(f"{name}: is {dimension}D (size {image.GetSize()}); a 3D volume is needed")
+    size = image.GetSize()
+    if sum(s > 1 for s in size) < 2:
+        raise InputError(f"{name}: size {size} is a point or a line, not an image")
+    values = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(values.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise InputError(f"{name}: has {bad} NaN or infinite voxels; replace them before translating")
+    low, high = values.min(), values.max()
+    if low == high:
+        raise InputError(f"{name}: is constant (every voxel is {low}); there is nothing to translate")
+    return image
+
+
+def _one_slice_volume(image: sitk.Image) -> sitk.Image:
+    """(H, W) image -> (1, H, W) volume keeping its in-plane spacing, origin and direction."""
+    volume = sitk.JoinSeries(image)
+    direction_2d = np.array(image.GetDirection()).reshape(2, 2)
+    direction = np.eye(3)
+    direction[:2, :2] = direction_2d
+    volume.SetDirection(direction.ravel().tolist())
+    volume.SetOrigin(tuple(image.GetOrigin()) + (0.0,))
+    volume.SetSpacing(tuple(image.GetSpacing()) + (1.0,))
+    return volume
+
+
+def write_volume(image: sitk.Image, path: PathLike, compress: bool = True) -> None:
+    """Write atomically: files go to a temporary folder beside the target, then are renamed into place.
+
+    Header+data formats (.mhd, .nhdr) keep their file names, so the header's data reference stays valid.
+    """
+    path = Path(path)
+    folder = check_writable(path)
+    extension = volume_extension(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
+    try:
+        sitk.WriteImage(image, str(staging / path.name), compress and extension != ".nii")
+        written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)  # header (the named file) last
+        for file in written:
+            os.replace(file, folder / file.name)
+    except RuntimeError as error:
+        raise InputError(f"{path}: cannot be written ({_first_line(error)})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_writable(path: Path) -> Path:
+    """Refuse an output path with an unknown extension, a folder, or a missing parent; returns the parent."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give an output file name")
+    extension = volume_extension(path)
+    if extension not in WRITE_EXTENSIONS:
+        raise InputError(f"{path}: cannot write '{extension or path.name}' (use one of {', '.join(WRITE_EXTENSIONS)})")
+    folder = path.parent
+    if not folder.is_dir():
+        raise InputError(f"{path}: folder {folder} does not exist")
+    return folder
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-5) -> bool:
+    """True when both images have the same size and, within `tolerance`, spacing, origin and direction."""
+    if a.GetSize() != b.GetSize():
+        return False
+    pairs = ((a.GetSpacing(), b.GetSpacing()), (a.GetOrigin(), b.GetOrigin()), (a.GetDirection(), b.GetDirection()))
+    return all(np.allclose(x, y, rtol=0, atol=tolerance) for x, y in pairs)
+
+
+def describe_grid(image: sitk.Image) -> str:
+    """One line: size, spacing, origin."""
+    spacing = "×".join(f"{s:g}" for s in image.GetSpacing())
+    origin = ", ".join(f"{o:.1f}" for o in image.GetOrigin())
+    return f"size {'×'.join(map(str, image.GetSize()))}, spacing {spacing} mm, origin ({origin})"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # ITK messages start with file/line noise; the last non-empty line usually names the problem.
+    return lines[-1] if lines else type(error).__name__

@@ -1,0 +1,111 @@
+"""The slice engine equals a plain per-slice loop; padding, context, mirroring, progress and cancel."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from MedTranslateLib.engine import EngineOptions, SliceEngine, crop_to, pad_to_multiple, slice_indices
+from MedTranslateLib.errors import TranslationCancelled
+from MedTranslateLib.intensity import IntensityRange
+from MedTranslateLib.networks import build_network
+
+SOURCE_RANGE = IntensityRange(0.0, 500.0)
+TARGET_RANGE = IntensityRange(-1024.0, 3071.0)
+
+
+def network(in_channels: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_network({"name": "unet", "variant": "classic", "width": 4, "depth": 3, "norm": "batch"},
+                        in_channels=in_channels)
+    for module in net.modules():  # non-trivial running statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def plain_loop(net: torch.nn.Module, volume: np.ndarray, context: int) -> np.ndarray:
+    """The reference: one slice at a time, float32, no tricks."""
+    out = np.empty(volume.shape, np.float32)
+    for index in range(volume.shape[0]):
+        channels = [volume[min(max(index + o, 0), volume.shape[0] - 1)] for o in range(-context, context + 1)]
+        x = torch.from_numpy(SOURCE_RANGE.to_network(np.stack(channels)[None]))
+        with torch.no_grad():
+            y = crop_to(net(pad_to_multiple(x, 4)), *volume.shape[1:])
+        out[index] = TARGET_RANGE.from_network(y[0, 0].numpy())
+    return out
+
+
+@pytest.mark.parametrize("context, batch_size, shape", [(0, 3, (7, 19, 26)), (1, 4, (9, 16, 16)),
+                                                        (2, 16, (5, 33, 21))])
+def test_engine_equals_plain_per_slice_loop(context, batch_size, shape):
+    rng = np.random.default_rng(context)
+    volume = rng.uniform(0, 600, shape).astype(np.float32)
+    net = network(2 * context + 1)
+    expected = plain_loop(net, volume, context)
+    output = np.full(shape, np.nan, np.float32)
+    engine = SliceEngine(net, torch.device("cpu"), context, EngineOptions(batch_size=batch_size))
+    engine.run(volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
+    np.testing.assert_allclose(output, expected, atol=1e-2)  # HU units; float32 reassociation only
+
+
+def test_engine_writes_through_strided_views():
+    volume = np.random.default_rng(3).uniform(0, 500, (12, 10, 8)).astype(np.float32)
+    net = network(1)
+    expected = plain_loop(net, volume.transpose(2, 1, 0)[::-1], 0)
+    output = np.zeros((12, 10, 8), np.float32)
+    view = output.transpose(2, 1, 0)[::-1]
+    SliceEngine(net, torch.device("cpu")).run(volume.transpose(2, 1, 0)[::-1], view,
+                                               SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
+    np.testing.assert_allclose(view, expected, atol=1e-2)
+
+
+def test_mirroring_averages_with_the_mirrored_prediction():
+    volume = np.random.default_rng(4).uniform(0, 500, (4, 16, 12)).astype(np.float32)
+    net = network(1)
+    plain = plain_loop(net, volume, 0)
+    mirrored = plain_loop(net, volume[:, :, ::-1], 0)[:, :, ::-1]
+    output = np.empty_like(volume)
+    SliceEngine(net, torch.device("cpu"), 0, EngineOptions(tta=True)).run(
+        volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
+    np.testing.assert_allclose(output, (plain + mirrored) / 2, atol=1e-2)
+
+
+def test_context_indices_clamp_at_the_ends():
+    np.testing.assert_array_equal(slice_indices(5, 2, np.array([0, 4])), [[0, 0, 0, 1, 2], [2, 3, 4, 4, 4]])
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (7, 30), (16, 16), (3, 100)])
+def test_pad_then_crop_is_identity(height, width):
+    batch = torch.randn(2, 3, height, width)
+    padded = pad_to_multiple(batch, 8)
+    assert padded.shape[-2] % 8 == 0 and padded.shape[-1] % 8 == 0
+    assert torch.equal(crop_to(padded, height, width), batch)
+
+
+def test_progress_reports_every_batch_and_cancel_stops_within_one_batch():
+    volume = np.random.default_rng(5).uniform(0, 500, (10, 8, 8)).astype(np.float32)
+    output = np.zeros_like(volume)
+    cancel = threading.Event()
+    reports = []
+
+    def progress(report):
+        reports.append(report)
+        if report.done >= 3:
+            cancel.set()
+
+    engine = SliceEngine(network(1), torch.device("cpu"), 0, EngineOptions(batch_size=3))
+    with pytest.raises(TranslationCancelled):
+        engine.run(volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network, progress, cancel)
+    assert [(r.stage, r.done, r.total) for r in reports] == [("translating", 0, 10), ("translating", 3, 10)]
+    assert np.all(output[3:] == 0)  # nothing after the first batch was computed
+
+
+def test_cancel_accepts_a_callable():
+    volume = np.ones((4, 8, 8), np.float32)
+    with pytest.raises(TranslationCancelled):
+        SliceEngine(network(1), torch.device("cpu")).run(volume, np.zeros_like(volume), SOURCE_RANGE.to_network,
+                                                           TARGET_RANGE.from_network, cancel=lambda: True)
