@@ -4,12 +4,9 @@ Every image the library hands on is a 3D scalar `SimpleITK.Image`; a 2D input be
 """
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
-import struct
 import tempfile
-import zlib
 from pathlib import Path
 from typing import Union
 
@@ -17,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .nifti_integrity import check_nifti_data
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -43,38 +41,8 @@ def read_volume(path: PathLike) -> sitk.Image:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
             raise InputError(f"{path}: cannot be read as an image ({_first_line(error)})") from None
-        _check_nifti_complete(path)
+        check_nifti_data(path)
     return as_volume(image, str(path))
-
-
-def _check_nifti_complete(path: Path) -> None:
-    """Refuse a truncated NIfTI-1 file: ITK's reader silently fills the missing voxels with zeros."""
-    name = path.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
-        return
-    compressed = name.endswith(".gz")
-    try:
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
-            header = stream.read(348)
-            endians = [e for e in "<>" if len(header) == 348 and struct.unpack(e + "i", header[:4])[0] == 348]
-            if not endians:
-                return  # not a NIfTI-1 header; ITK has judged the file
-            dims = struct.unpack(endians[0] + "8h", header[40:56])
-            bitpix = struct.unpack(endians[0] + "h", header[72:74])[0]
-            offset = int(struct.unpack(endians[0] + "f", header[108:112])[0])
-            if not 1 <= dims[0] <= 7 or bitpix <= 0:
-                return
-            expected = max(offset, 348) + int(np.prod(dims[1:dims[0] + 1], dtype=np.int64)) * bitpix // 8
-            actual = len(header) if compressed else path.stat().st_size
-            while compressed:  # a gzip stream's length is only known by decompressing it
-                chunk = stream.read(1 << 20)
-                if not chunk:
-                    break
-                actual += len(chunk)
-    except (EOFError, OSError, zlib.error):
-        raise InputError(f"{path}: file is truncated or corrupt (its compressed data ends early)") from None
-    if actual < expected:
-        raise InputError(f"{path}: file is truncated ({actual} of {expected} bytes); it cannot be read completely")
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:

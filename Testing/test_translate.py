@@ -1,0 +1,102 @@
+"""translate_image / translate_file: exact grids, orientation independence, resampling, units, cancel."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MedTranslateLib import TranslationCancelled, load_model, translate_file, translate_image
+from geometry_fixtures import anisotropic_volume, flipped_volume, head_phantom, oblique_volume
+from tiny_model import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_model(build_tiny_model(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def tiny_to_ct(tmp_path_factory):
+    return load_model(build_tiny_model(tmp_path_factory.mktemp("models") / "to-ct", target_modality="CT",
+                                       intensity={"source": {"kind": "percentile"},
+                                                  "target": {"kind": "ct", "window": [-1024, 3071]}}))
+
+
+def assert_exact_grid(result: sitk.Image, image: sitk.Image) -> None:
+    assert result.GetSize() == image.GetSize()
+    assert result.GetSpacing() == image.GetSpacing()
+    assert result.GetOrigin() == image.GetOrigin()
+    assert result.GetDirection() == image.GetDirection()
+
+
+@pytest.mark.parametrize("make", [oblique_volume, flipped_volume, anisotropic_volume])
+def test_output_lies_exactly_on_the_input_grid_and_input_is_untouched(make, tiny):
+    image = make()
+    before = sitk.GetArrayFromImage(image).copy()
+    result = translate_image(image, tiny, device="cpu")
+    assert_exact_grid(result, image)
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(image), before)
+    assert result.GetPixelID() == sitk.sitkFloat32
+
+
+@pytest.mark.parametrize("flips", [(True, False, False), (False, True, True)])
+def test_voxel_order_does_not_change_the_result(flips, tiny):
+    """The same anatomy stored in another voxel order gives the same translation (slices found from cosines)."""
+    image = oblique_volume()
+    reordered = sitk.Flip(image, flips)
+    permuted = sitk.PermuteAxes(reordered, [1, 0, 2])
+    expected = sitk.GetArrayFromImage(translate_image(image, tiny, device="cpu"))
+    back = sitk.PermuteAxes(translate_image(permuted, tiny, device="cpu"), [1, 0, 2])
+    np.testing.assert_allclose(sitk.GetArrayFromImage(sitk.Flip(back, flips)), expected, atol=1e-4)
+
+
+def test_in_plane_resampling_to_training_spacing_and_back(tmp_path):
+    model = load_model(build_tiny_model(tmp_path / "two-mm", spacing_mm=[2.0, 2.0]))
+    image = anisotropic_volume()
+    stages = []
+    result = translate_image(image, model, device="cpu", progress=lambda p: stages.append(p.stage))
+    assert_exact_grid(result, image)
+    assert "resampling" in stages
+    close = sitk.Image(image)
+    close.SetSpacing((2.01, 1.99, image.GetSpacing()[2]))  # within 2%: used as is
+    stages.clear()
+    translate_image(close, model, device="cpu", progress=lambda p: stages.append(p.stage))
+    assert "resampling" not in stages
+
+
+def test_ct_target_comes_back_as_integer_hu_on_the_grid(tiny_to_ct):
+    image = flipped_volume()
+    result = translate_image(image, tiny_to_ct, device="cpu")
+    assert result.GetPixelID() == sitk.sitkInt16
+    values = sitk.GetArrayViewFromImage(result)
+    assert values.min() >= -1024 and values.max() <= 3071
+    assert_exact_grid(result, image)
+
+
+def test_two_d_image_becomes_one_slice(tiny):
+    plane = sitk.GetImageFromArray(head_phantom((20, 24, 9))[4])
+    plane.SetSpacing((0.7, 0.8))
+    result = translate_image(plane, tiny, device="cpu")
+    assert result.GetSize() == (20, 24, 1) and result.GetSpacing()[:2] == (0.7, 0.8)
+
+
+def test_cancel_raises_and_writes_nothing(tmp_path, tiny):
+    source = tmp_path / "in.nii.gz"
+    sitk.WriteImage(oblique_volume(), str(source))
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(TranslationCancelled):
+        translate_file(source, tmp_path / "out.nii.gz", tiny, device="cpu", cancel=cancel)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
+
+
+def test_translate_file_reports_every_stage(tmp_path, tiny):
+    source = tmp_path / "in.nrrd"
+    sitk.WriteImage(anisotropic_volume(), str(source))
+    stages = []
+    translate_file(source, tmp_path / "out.mha", tiny, device="cpu", batch_size=2,
+                   progress=lambda p: stages.append(p.stage))
+    assert stages[0] == "reading" and stages[-1] == "writing" and "translating" in stages
+    assert (tmp_path / "out.mha").is_file()
