@@ -1,0 +1,757 @@
+"""MedTranslate: translate a volume into another modality or contrast, in 3D Slicer.
+
+A thin shell over MedTranslateLib (shipped beside this module): the widget collects the choices, takes the
+input voxels from the scene on the main thread, runs MedTranslateLib.translate_image in a worker thread,
+and puts the result into the scene on the main thread when (and only when) it succeeded.
+
+Nothing here imports torch, SimpleITK or MedTranslateLib at import time: Slicer imports every module on
+start-up, and PyTorch may not even be installed yet (MedTranslateDependencies installs it on first use).
+"""
+import logging
+import queue
+import threading
+import time
+import traceback
+import warnings
+from typing import Annotated, Any, Callable, Dict, List, Optional
+
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.parameterNodeWrapper import Minimum, WithinRange, parameterNodeWrapper
+from slicer.util import VTKObservationMixin
+
+try:
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+except ImportError:  # Slicer before 5.4
+    def _(text: str) -> str:
+        return text
+
+    def translate(context: str, text: str) -> str:
+        return text
+
+
+HOMEPAGE = "https://github.com/medtranslate/SlicerMedTranslate"
+
+
+#
+# MedTranslate
+#
+
+
+class MedTranslate(ScriptedLoadableModule):
+    """Module description shown in Slicer's module list and help panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("MedTranslate")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering")]
+        self.parent.dependencies = []  # the PyTorch extension is an extension dependency, imported on first use
+        self.parent.contributors = ["MedTranslate contributors (SlicerMedTranslate project)"]
+        self.parent.helpText = _(
+            "Translate a volume into another modality or contrast (MRI T1 \u2194 T2/PD, CT \u2194 MRI, PET \u2192 CT), "
+            "or correct motion and noise, with a deep-learning model. Choose the input volume and a model; the "
+            "model card shows what the model was trained on, how well it does compared with simple baselines, "
+            "and its limits. The result is a new volume on exactly the input's grid, in the target modality's "
+            "units (Hounsfield units for CT). Synthetic images are for research: they are not a substitute for "
+            "an acquired scan. "
+        ) + f'<a href="{HOMEPAGE}">{_("Documentation")}</a>.'
+        self.parent.acknowledgementText = _(
+            "MedTranslate builds on PyTorch, SimpleITK and the published CycleGAN, pix2pix, U-Net and MedGAN "
+            "methods. Bundled models name their training data and licenses in their model cards. The module "
+            "layout follows 3D Slicer's scripted-module template."
+        )
+
+
+#
+# MedTranslateParameterNode
+#
+
+
+@parameterNodeWrapper
+class MedTranslateParameterNode:
+    """The module's state, saved with the scene.
+
+    inputVolume - the volume to translate (never modified).
+    outputVolume - where the result goes; None creates a new volume when the translation succeeds.
+    modelId - the model package id (MedTranslateLib.list_models()).
+    device - "auto", "cpu", "cuda:N" or "mps".
+    batchSize - slices per batch.
+    halfPrecision - bf16/fp16 autocast on a GPU.
+    testTimeFlips - average with left-right flipped slices.
+    contextSlices - neighbouring slices on each side the selected model sees (read-only, from its card).
+    outputOpacity - foreground opacity of the output over the input in the slice views.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputVolume: vtkMRMLScalarVolumeNode
+    modelId: str = ""
+    device: str = "auto"
+    batchSize: Annotated[int, Minimum(1)] = 8
+    halfPrecision: bool = True
+    testTimeFlips: bool = False
+    contextSlices: int = 0
+    outputOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+
+
+#
+# Model card as HTML (plain Python: no Qt, no torch)
+#
+
+
+def _escape(value: Any) -> str:
+    import html
+
+    return html.escape(str(value))
+
+
+def _formatNumber(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _escape(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def metricsHtml(metrics: Dict[str, Any]) -> str:
+    """The card's held-out metrics as a table: the model's row first, then its baselines."""
+    rows = {name: values for name, values in metrics.items() if isinstance(values, dict)}
+    notes = [f"{_escape(name)}: {_escape(value)}" for name, value in metrics.items() if not isinstance(value, dict)]
+    if not rows:
+        return "<p><i>No held-out metrics in the card.</i></p>" + "".join(f"<p>{n}</p>" for n in notes)
+    order = sorted(rows, key=lambda name: (name.startswith("baseline"), name != "model", name))
+    columns: List[str] = []
+    for name in order:
+        columns += [key for key, value in rows[name].items()
+                    if key not in columns and isinstance(value, (int, float)) and not isinstance(value, bool)]
+    header = "".join(f"<th>{_escape(column.upper() if len(column) <= 4 else column)}</th>" for column in columns)
+    body = ""
+    for name in order:
+        label = _escape(name.replace("baseline_", "baseline: ").replace("_", " "))
+        if not name.startswith("baseline"):
+            label = f"<b>{label}</b>"
+        cells = "".join(f"<td align='right'>{_formatNumber(rows[name].get(column, ''))}</td>" for column in columns)
+        body += f"<tr><td>{label}</td>{cells}</tr>"
+    table = f"<table border='0' cellspacing='0' cellpadding='3'><tr><th></th>{header}</tr>{body}</table>"
+    return table + "".join(f"<p><small>{n}</small></p>" for n in notes)
+
+
+def cardHtml(card: Any) -> str:
+    """Everything a user should read before trusting a model, from its ModelCard."""
+    architecture = dict(card.architecture)
+    name = architecture.pop("name", "?")
+    arguments = ", ".join(f"{key}={value}" for key, value in architecture.items())
+    training = card.training or {}
+    parts = [
+        f"<h3>{_escape(card.id)} <small>v{_escape(card.version)}</small></h3>",
+        f"<p><b>{_escape(card.source_modality)} \u2192 {_escape(card.target_modality)}</b> ({_escape(card.task)})</p>",
+    ]
+    if card.description:
+        parts.append(f"<p>{_escape(card.description)}</p>")
+    parts.append(f"<p><b>Architecture:</b> {_escape(name)}" + (f" ({_escape(arguments)})" if arguments else "")
+                 + f"; {_escape(card.slice_axis)} slices, {card.context_slices} context slice(s) each side"
+                 + (f"; trained at {card.spacing_mm[0]:g}\u00d7{card.spacing_mm[1]:g} mm" if card.spacing_mm else "")
+                 + "</p>")
+    for key, label in (("recipe", "Recipe"), ("data", "Training data"), ("simulation", "Simulation"),
+                       ("split", "Held-out split"), ("steps", "Steps"), ("hardware", "Hardware")):
+        if key in training:
+            parts.append(f"<p><b>{label}:</b> {_escape(training[key])}</p>")
+    parts.append("<p><b>Held-out metrics</b> (with baselines):</p>" + metricsHtml(card.metrics or {}))
+    parts.append(f"<p><b>License:</b> {_escape(card.license)}</p>")
+    parts.append(f"<p><b>Intended use:</b> {_escape(card.intended_use)}</p>")
+    if card.warnings:
+        items = "".join(f"<li>{_escape(w)}</li>" for w in card.warnings)
+        parts.append(f"<p><b><font color='#b35900'>Warnings:</font></b></p><ul>{items}</ul>")
+    return "".join(parts)
+
+
+#
+# The worker (no MRML, no Qt: it only sees a SimpleITK image and a queue)
+#
+
+
+def translateInWorker(image: Any, modelId: str, options: Dict[str, Any], messages: "queue.Queue",
+                      cancel: threading.Event) -> None:
+    """Run in a worker thread: load the model, translate, and put exactly one final message on `messages`.
+
+    Messages are tuples: ("progress", Progress), then one of ("done", image, warnings),
+    ("cancelled", None, warnings) or ("failed", exception, traceback text).
+    """
+    caught: List[Any] = []
+    try:
+        from MedTranslateLib import TranslationCancelled, load_model, translate_image
+
+        try:
+            # The library reports CUDA out-of-memory fallbacks (smaller batch, then CPU) as warnings.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = load_model(modelId)
+                result = translate_image(image, model, progress=lambda p: messages.put(("progress", p)),
+                                         cancel=cancel, **options)
+            messages.put(("done", result, _warningTexts(caught)))
+        except TranslationCancelled:
+            messages.put(("cancelled", None, _warningTexts(caught)))
+    except Exception as error:  # reported on the main thread
+        messages.put(("failed", error, traceback.format_exc()))
+
+
+def _warningTexts(caught: List[Any]) -> List[str]:
+    texts: List[str] = []
+    for item in caught or []:
+        text = str(item.message)
+        if text not in texts:
+            texts.append(text)
+    return texts
+
+
+#
+# MedTranslateWidget
+#
+
+
+class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The GUI: binds Resources/UI/MedTranslate.ui to the parameter node and runs translations in a thread."""
+
+    POLL_INTERVAL_MS = 100
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._cards: Dict[str, Any] = {}
+        self._updatingGui = False
+        # the running job (all None when idle)
+        self._worker: Optional[threading.Thread] = None
+        self._messages: Optional[queue.Queue] = None
+        self._cancel: Optional[threading.Event] = None
+        self._job: Optional[Dict[str, Any]] = None
+        self._timer = None
+
+    # --- set-up and tear-down ---
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MedTranslate.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = MedTranslateLogic()
+
+        self._timer = qt.QTimer()
+        self._timer.setInterval(self.POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self._pollWorker)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
+        self.ui.deviceSelector.connect("currentIndexChanged(int)", self.onDeviceSelected)
+        self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
+        self.ui.progressBar.hide()
+        self._fillDevices([("auto", _("Auto")), ("cpu", _("CPU"))])
+
+        self.initializeParameterNode()
+        # Listing models imports torch (seconds): after the panel is shown, not while it is built.
+        qt.QTimer.singleShot(0, self.refreshModelsAndDevices)
+
+    def cleanup(self) -> None:
+        self._cancelRunningJob()
+        if self._timer is not None:
+            self._timer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._cancelRunningJob()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode and not firstVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode: Optional[MedTranslateParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Widgets with a SlicerParameterName property in the .ui are bound here; the model and device
+            # combo boxes are filled at run time, so they are kept in step by hand (_syncSelectors).
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._syncSelectors()
+        self._checkCanApply()
+
+    # --- models and devices ---
+
+    def refreshModelsAndDevices(self) -> bool:
+        """Fill the model and device selectors; False (with a status line) while dependencies are missing."""
+        import MedTranslateDependencies
+
+        missing = MedTranslateDependencies.missingPackages()
+        if missing:
+            self._setStatus(_("Python packages {names} are not installed yet. Press Apply to install them "
+                              "(you will be asked first).").format(names=", ".join(missing)))
+            self._checkCanApply()
+            return False
+        try:
+            import MedTranslateLib
+            from MedTranslateLib.device import describe_devices
+
+            cards = MedTranslateLib.list_models()
+            devices = describe_devices()
+        except Exception as error:
+            logging.exception("MedTranslate: listing models failed")
+            self._setStatus(_("Cannot list models: {error}").format(error=error))
+            return False
+        self._cards = {card.id: card for card in cards}
+        self._updatingGui = True
+        try:
+            self.ui.modelSelector.clear()
+            for card in cards:
+                self.ui.modelSelector.addItem(f"{card.id}  ({card.source_modality} \u2192 {card.target_modality})",
+                                              card.id)
+                self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1, card.description or card.id,
+                                                  qt.Qt.ToolTipRole)
+        finally:
+            self._updatingGui = False
+        self._fillDevices(devices)
+        if not cards:
+            self._setStatus(_("No models found. Add model packages to ~/.medtranslate/models or a folder named "
+                              "in MEDTRANSLATE_MODEL_PATH."))
+        if self._parameterNode and (not self._parameterNode.modelId or self._parameterNode.modelId not in self._cards):
+            if cards:
+                self._parameterNode.modelId = cards[0].id
+        self._syncSelectors()
+        self._checkCanApply()
+        return True
+
+    def _fillDevices(self, devices: List[Any]) -> None:
+        self._updatingGui = True
+        try:
+            self.ui.deviceSelector.clear()
+            for name, label in devices:
+                self.ui.deviceSelector.addItem(label, name)
+        finally:
+            self._updatingGui = False
+        self._syncSelectors()
+
+    def _syncSelectors(self) -> None:
+        """Show the parameter node's model and device in the combo boxes, and the model's card."""
+        if self._parameterNode is None or self._updatingGui:
+            return
+        self._updatingGui = True
+        try:
+            for selector, value in ((self.ui.modelSelector, self._parameterNode.modelId),
+                                    (self.ui.deviceSelector, self._parameterNode.device or "auto")):
+                index = selector.findData(value)
+                if index >= 0 and selector.currentIndex != index:
+                    selector.currentIndex = index
+            card = self._cards.get(self._parameterNode.modelId)
+            if card is not None:
+                self.ui.modelCardBrowser.setHtml(cardHtml(card))
+                if self._parameterNode.contextSlices != card.context_slices:
+                    self._parameterNode.contextSlices = card.context_slices
+            elif not self._cards:
+                self.ui.modelCardBrowser.setHtml("")
+        finally:
+            self._updatingGui = False
+
+    def onModelSelected(self, index: int) -> None:
+        if self._updatingGui or self._parameterNode is None or index < 0:
+            return
+        self._parameterNode.modelId = self.ui.modelSelector.itemData(index) or ""
+
+    def onDeviceSelected(self, index: int) -> None:
+        if self._updatingGui or self._parameterNode is None or index < 0:
+            return
+        self._parameterNode.device = self.ui.deviceSelector.itemData(index) or "auto"
+
+    def onOpacityChanged(self, value: float) -> None:
+        if self._parameterNode and self._parameterNode.outputVolume:
+            slicer.util.setSliceViewerLayers(foregroundOpacity=value)
+
+    # --- Apply / Cancel ---
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        if self._worker is not None:  # running: the button is Cancel
+            self.ui.applyButton.enabled = not self._cancel.is_set()
+            return
+        p = self._parameterNode
+        problem = None
+        if p is None:
+            problem = _("No parameter node.")
+        elif not p.inputVolume:
+            problem = _("Select an input volume.")
+        elif p.outputVolume and p.outputVolume == p.inputVolume:
+            problem = _("The output volume must not be the input volume: choose another or 'Create new volume'.")
+        elif self._cards and p.modelId not in self._cards:
+            problem = _("Select a model.")
+        self.ui.applyButton.enabled = problem is None
+        self.ui.applyButton.toolTip = problem or _("Translate the input volume with the selected model.")
+
+    def onApplyButton(self) -> None:
+        if self._worker is not None:
+            self._cancelRunningJob()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not start the translation."), waitCursor=True):
+            self._startJob()
+
+    def _startJob(self) -> None:
+        p = self._parameterNode
+        if not self.logic.ensureDependencies(askConfirmation=True):
+            self._setStatus(_("MedTranslate's Python packages are not ready: they were not installed, or Slicer "
+                              "must be restarted first (see the message shown)."))
+            return
+        if not self._cards and not self.refreshModelsAndDevices():
+            return
+        inputNode, outputNode = p.inputVolume, p.outputVolume
+        if inputNode is None:
+            raise ValueError(_("Select an input volume."))
+        if outputNode is not None and outputNode == inputNode:
+            slicer.util.errorDisplay(_("The output volume must not be the input volume. Choose another volume "
+                                       "or 'Create new volume'."))
+            return
+        card = self._cards.get(p.modelId)
+        if card is None:
+            raise ValueError(_("Select a model."))
+
+        from MedTranslateLib import mrml
+
+        image = mrml.image_from_node(inputNode)  # MRML is read here, on the main thread; the worker never sees it
+        options = {
+            "device": p.device or "auto",
+            "batch_size": max(1, int(p.batchSize)),
+            "precision": "auto" if p.halfPrecision else "fp32",
+            "tta": bool(p.testTimeFlips),
+        }
+        self._job = {"inputNode": inputNode, "outputNode": outputNode, "card": card, "options": options,
+                     "started": time.monotonic()}
+        self._messages = queue.Queue()
+        self._cancel = threading.Event()
+        self._worker = threading.Thread(target=translateInWorker, name="MedTranslate",
+                                        args=(image, card.id, options, self._messages, self._cancel), daemon=True)
+        self._setRunning(True)
+        self._setStatus(_("Translating {name} with {model}\u2026").format(name=inputNode.GetName(), model=card.id))
+        self._worker.start()
+        self._timer.start()
+
+    def _cancelRunningJob(self) -> None:
+        if self._worker is None:
+            return
+        self._cancel.set()
+        self.ui.applyButton.enabled = False
+        self._setStatus(_("Cancelling after the current batch\u2026"))
+
+    def _pollWorker(self) -> None:
+        """Main thread, every POLL_INTERVAL_MS: show progress; on the final message, finish the job."""
+        if self._messages is None:
+            return
+        latest, final = None, None
+        while final is None:
+            try:
+                message = self._messages.get_nowait()
+            except queue.Empty:
+                break
+            if message[0] == "progress":
+                latest = message[1]
+            else:
+                final = message
+        if latest is not None:
+            self._showProgress(latest)
+        if final is not None:
+            self._finishJob(*final)
+
+    def _showProgress(self, progress: Any) -> None:
+        bar = self.ui.progressBar
+        if progress.total:
+            bar.maximum = 1000
+            bar.value = int(1000 * progress.fraction)
+            bar.format = f"{progress.stage} {progress.done}/{progress.total} (%p%)"
+        else:
+            bar.maximum = 0  # busy indicator
+            bar.format = progress.stage
+
+    def _finishJob(self, kind: str, payload: Any, details: Any) -> None:
+        self._timer.stop()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+        job, cancelled = self._job, self._cancel.is_set()
+        self._worker, self._messages, self._cancel, self._job = None, None, None, None
+        self._setRunning(False)
+        seconds = time.monotonic() - job["started"]
+        if kind == "done" and cancelled:
+            kind, details = "cancelled", []
+        if kind == "cancelled":
+            self._setStatus(_("Cancelled after {s:.1f} s; the scene is unchanged.").format(s=seconds), details)
+            return
+        if kind == "failed":
+            self._setStatus(_("Failed: {error}").format(error=payload))
+            slicer.util.errorDisplay(_("Translation failed: {error}").format(error=payload), detailedText=details)
+            return
+        inputNode = job["inputNode"]
+        if inputNode.GetScene() is None:
+            self._setStatus(_("The input volume was removed while translating; the result was discarded."))
+            return
+        outputNode = job["outputNode"]
+        if outputNode is not None and outputNode.GetScene() is None:
+            outputNode = None  # removed meanwhile: make a new one
+        try:
+            from MedTranslateLib import mrml
+
+            outputNode = mrml.store_result(inputNode, payload, output_node=outputNode,
+                                           name=f"{inputNode.GetName()} {job['card'].target_modality}")
+        except Exception as error:
+            logging.exception("MedTranslate: storing the result failed")
+            self._setStatus(_("Failed: {error}").format(error=error))
+            slicer.util.errorDisplay(_("Storing the result failed: {error}").format(error=error),
+                                     detailedText=traceback.format_exc())
+            return
+        if self._parameterNode is not None:
+            self._parameterNode.outputVolume = outputNode
+            opacity = self._parameterNode.outputOpacity
+        else:
+            opacity = 0.5
+        self.logic.showResult(inputNode, outputNode, opacity)
+        self._setStatus(_("Done in {s:.1f} s: {name} ({source} \u2192 {target}).").format(
+            s=seconds, name=outputNode.GetName(), source=job["card"].source_modality,
+            target=job["card"].target_modality), details)
+
+    def _setRunning(self, running: bool) -> None:
+        self.ui.applyButton.text = _("Cancel") if running else _("Apply")
+        self.ui.applyButton.toolTip = (_("Stop the translation; the scene stays as it was before Apply.") if running
+                                       else _("Translate the input volume with the selected model."))
+        self.ui.applyButton.enabled = True
+        for section in (self.ui.inputsCollapsibleButton, self.ui.advancedCollapsibleButton):
+            section.enabled = not running
+        self.ui.outputSelector.enabled = not running
+        self.ui.progressBar.visible = running
+        if running:
+            self.ui.progressBar.maximum = 0
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.format = _("loading the model")
+        else:
+            self._checkCanApply()
+
+    def _setStatus(self, text: str, warningTexts: Optional[List[str]] = None) -> None:
+        if warningTexts:
+            text += "\n" + _("Warnings:") + "\n" + "\n".join(f"\u2022 {w}" for w in warningTexts)
+        self.ui.statusLabel.text = text
+        logging.info(f"MedTranslate: {text}")
+
+
+#
+# MedTranslateLogic
+#
+
+
+class MedTranslateLogic(ScriptedLoadableModuleLogic):
+    """Thin: everything it does is MedTranslateLib's. Usable without the widget (scripts, tests):
+
+        logic = MedTranslateLogic()
+        output = logic.translate(slicer.util.getNode("T1"), "mr-t1-to-t2-unet-demo")
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._dependenciesReady = False
+
+    def getParameterNode(self):
+        return MedTranslateParameterNode(super().getParameterNode())
+
+    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
+        """On first use: PyTorch (through the PyTorch extension) and the other Python packages, asking first."""
+        if not self._dependenciesReady:
+            import MedTranslateDependencies
+
+            self._dependenciesReady = MedTranslateDependencies.ensureDependencies(askConfirmation=askConfirmation)
+        return self._dependenciesReady
+
+    @staticmethod
+    def models() -> List[Any]:
+        """Cards of every model found (MedTranslateLib.list_models())."""
+        import MedTranslateLib
+
+        return MedTranslateLib.list_models()
+
+    def translate(self, inputNode, modelId: str, outputNode=None, device: str = "auto", batchSize: int = 8,
+                  precision: str = "auto", tta: bool = False, progress: Optional[Callable[[Any], None]] = None,
+                  cancel: Optional[threading.Event] = None):
+        """Translate `inputNode` with model `modelId` (an id or a package path) on the calling thread.
+
+        Returns the output node: `outputNode` filled, or a new volume node. The input is never modified and
+        can never be the output. `progress` receives MedTranslateLib.Progress; setting `cancel` (a
+        threading.Event) raises MedTranslateLib.TranslationCancelled and leaves the scene unchanged.
+        """
+        if inputNode is None:
+            raise ValueError("inputNode is required")
+        if outputNode is not None and outputNode == inputNode:
+            raise ValueError("the output volume must not be the input volume")
+        if not self.ensureDependencies(askConfirmation=True):
+            raise RuntimeError("MedTranslate needs PyTorch and a few Python packages; they were not installed")
+        from MedTranslateLib import mrml
+
+        started = time.monotonic()
+        outputNode = mrml.translate_node(inputNode, modelId, output_node=outputNode, device=device,
+                                         batch_size=batchSize, precision=precision, tta=tta, progress=progress,
+                                         cancel=cancel)
+        logging.info(f"MedTranslate: {inputNode.GetName()} -> {outputNode.GetName()} "
+                     f"in {time.monotonic() - started:.1f} s")
+        return outputNode
+
+    @staticmethod
+    def showResult(inputNode, outputNode, opacity: float = 0.5) -> None:
+        """Input as background, output as foreground at `opacity`, in every slice view."""
+        slicer.util.setSliceViewerLayers(background=inputNode, foreground=outputNode, foregroundOpacity=opacity)
+
+
+#
+# MedTranslateTest
+#
+
+
+class MedTranslateTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Reload and Test, or ctest): the first bundled model on an oblique volume."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_TranslateObliqueVolume()
+        self.setUp()
+        self.test_RefusesInputAsOutputAndCancels()
+
+    @staticmethod
+    def _firstBundledModel():
+        from pathlib import Path
+
+        from MedTranslateLib import registry
+
+        bundled = sorted((card for card, path in registry.discover().values()
+                          if Path(path).resolve().parent == registry.BUNDLED_DIR),
+                         key=lambda card: card.id)
+        if not bundled:
+            raise AssertionError(f"no bundled model package in {registry.BUNDLED_DIR}")
+        return bundled[0]
+
+    @staticmethod
+    def _obliqueVolume(modality: str, name: str = "MedTranslateTest input"):
+        """A head-like phantom (24 slices of 64×56) in `modality`'s units, with a rotated, anisotropic grid."""
+        import math
+
+        import numpy as np
+
+        k, j, i = np.meshgrid(np.linspace(-1, 1, 24), np.linspace(-1, 1, 56), np.linspace(-1, 1, 64), indexing="ij")
+        radius = np.sqrt((i / 0.9) ** 2 + (j / 0.85) ** 2 + (k / 0.95) ** 2)
+        skull, brain = radius < 1.0, radius < 0.8
+        ventricles = ((np.abs(i) - 0.2) / 0.12) ** 2 + (j / 0.35) ** 2 + (k / 0.4) ** 2 < 1.0
+        if modality == "CT":
+            values = np.full(radius.shape, -1000.0)
+            values[skull] = 1200.0
+            values[brain] = 35.0 + 8.0 * i[brain]
+            values[ventricles & brain] = 5.0
+            dtype = np.int16
+        else:
+            values = np.zeros(radius.shape)
+            values[skull] = 300.0
+            values[brain] = 600.0 + 150.0 * (0.5 * i + 0.3 * j)[brain]
+            values[ventricles & brain] = 150.0
+            dtype = np.float32
+        a, b = math.radians(25.0), math.radians(-10.0)
+        rotation = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]]) @ \
+            np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+        ijkToRas = np.eye(4)
+        ijkToRas[:3, :3] = rotation * [1.7, 1.9, 3.5]
+        ijkToRas[:3, 3] = [41.5, -27.25, -30.0]
+        return slicer.util.addVolumeFromArray(values.astype(dtype), ijkToRas, name=name)
+
+    @staticmethod
+    def _ijkToRas(node):
+        matrix = vtk.vtkMatrix4x4()
+        node.GetIJKToRASMatrix(matrix)
+        return slicer.util.arrayFromVTKMatrix(matrix)
+
+    def test_TranslateObliqueVolume(self):
+        import numpy as np
+
+        self.delayDisplay("Starting the oblique-volume translation test")
+        logic = MedTranslateLogic()
+        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
+        card = self._firstBundledModel()
+        inputNode = self._obliqueVolume(card.source_modality)
+        inputBefore = slicer.util.arrayFromVolume(inputNode).copy()
+        matrixBefore = self._ijkToRas(inputNode)
+        stages = []
+
+        outputNode = logic.translate(inputNode, card.id, device="cpu", batchSize=4,
+                                     progress=lambda p: stages.append(p.stage))
+
+        self.assertIsNotNone(outputNode)
+        self.assertNotEqual(outputNode.GetID(), inputNode.GetID())
+        self.assertTrue(np.array_equal(self._ijkToRas(outputNode), matrixBefore), "IJKToRAS differs")
+        self.assertEqual(outputNode.GetImageData().GetDimensions(), inputNode.GetImageData().GetDimensions())
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(inputNode), inputBefore), "input changed")
+        values = slicer.util.arrayFromVolume(outputNode).astype(np.float64)
+        self.assertTrue(np.all(np.isfinite(values)))
+        self.assertGreater(values.std(), 0.0)
+        if card.target_modality == "CT":
+            self.assertGreaterEqual(values.min(), -1100.0)
+            self.assertLessEqual(values.max(), 3100.0)
+        else:
+            self.assertLess(np.abs(values).max(), 1e6)
+        self.assertIn("translating", stages)
+        MedTranslateLogic.showResult(inputNode, outputNode, 0.5)
+        self.delayDisplay("Oblique-volume translation test passed")
+
+    def test_RefusesInputAsOutputAndCancels(self):
+        import numpy as np
+
+        from MedTranslateLib import TranslationCancelled
+
+        logic = MedTranslateLogic()
+        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
+        card = self._firstBundledModel()
+        inputNode = self._obliqueVolume(card.source_modality)
+        inputBefore = slicer.util.arrayFromVolume(inputNode).copy()
+        with self.assertRaises(ValueError):
+            logic.translate(inputNode, card.id, outputNode=inputNode)
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        cancel = threading.Event()
+        cancel.set()
+        with self.assertRaises(TranslationCancelled):
+            logic.translate(inputNode, card.id, device="cpu", cancel=cancel)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore, "a cancelled run changed the scene")
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(inputNode), inputBefore))
+        self.delayDisplay("Refusal and cancellation test passed")
