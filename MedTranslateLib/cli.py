@@ -42,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mask", help="mask volume on the same grid (nonzero = inside); default: head mask")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
+    train = commands.add_parser("train", help="train a model from a config (TOML or YAML); torchrun for multi-GPU")
+    train.add_argument("config", help="training config: .toml, .yaml/.yml or .json (see Training/configs/)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="override a config value, e.g. --set optim.lr=1e-4 (repeatable; paths relative to here)")
+    train.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
+                       help="continue from CHECKPOINT, or from the newest one in train.out_dir")
+
+    export = commands.add_parser("export", help="write a model package from a training checkpoint")
+    export.add_argument("checkpoint", help="a checkpoint written by `medtranslate train` (.pt)")
+    export.add_argument("outdir", help="package folder to write")
+    export.add_argument("--id", default=None, help="model id (default: the config's model.id)")
+
     demo = commands.add_parser("demo", help="translate the bundled sample with the bundled model")
     demo.add_argument("--out", default="demo_output", help="folder for the result and its preview")
     _add_run_options(demo)
@@ -52,7 +64,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                        help="autocast precision (auto: bf16/fp16 on CUDA, fp32 elsewhere)")
+                        help="autocast precision (auto: fp16 on CUDA, fp32 elsewhere)")
     parser.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (falls back if unavailable)")
 
@@ -157,8 +169,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training.trainer import run_train_command
+
+    return run_train_command(args.config, args.overrides, args.resume)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .training.export import run_export_command
+
+    return run_export_command(args.checkpoint, args.outdir, args.id)
+
+
 COMMANDS: Dict[str, Command] = {"translate": cmd_translate, "models": cmd_models, "info": cmd_info,
-                                "evaluate": cmd_evaluate, "demo": cmd_demo}
+                                "evaluate": cmd_evaluate, "demo": cmd_demo, "train": cmd_train,
+                                "export": cmd_export}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

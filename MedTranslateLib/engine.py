@@ -96,6 +96,8 @@ class SliceEngine:
             try:
                 result = self._infer(inputs)
             except torch.cuda.OutOfMemoryError:
+                if self.device.type == "cpu" and batch_size == 1:
+                    raise
                 batch_size = self._after_out_of_memory(batch_size)
                 continue
             except Exception as error:  # torch.compile fails on its first call without a working compiler

@@ -52,13 +52,12 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
                          mirror_context=card.slice_axis == "sagittal")
     engine.run(orientation.apply(source), orientation.apply(output), source_range.to_network,
                target_range.from_network, progress, cancel)
-    result = sitk.GetImageFromArray(output)
-    result.CopyInformation(work)
     if target_spacing is not None:
         report(progress, "resampling", 0, 1)
-        result = resample_onto(result, volume, background=target_range.low)
-    units = to_output_units(sitk.GetArrayViewFromImage(result), card.target_modality)
-    translated = sitk.GetImageFromArray(units)
+        on_work_grid = sitk.GetImageFromArray(output)
+        on_work_grid.CopyInformation(work)
+        output = sitk.GetArrayFromImage(resample_onto(on_work_grid, volume, background=target_range.low))
+    translated = sitk.GetImageFromArray(to_output_units(output, card.target_modality))
     translated.CopyInformation(volume)
     return translated
 

@@ -109,3 +109,32 @@ def test_cancel_accepts_a_callable():
     with pytest.raises(TranslationCancelled):
         SliceEngine(network(1), torch.device("cpu")).run(volume, np.zeros_like(volume), SOURCE_RANGE.to_network,
                                                            TARGET_RANGE.from_network, cancel=lambda: True)
+
+
+class RunsOutOfMemoryAbove(torch.nn.Module):
+    """Stand-in for a GPU running out of memory (no GPU here): raises torch.OutOfMemoryError, as CUDA's
+    allocator does, whenever a batch holds more than `limit` slices."""
+
+    def __init__(self, net: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net, self.limit, self.size_multiple = net, limit, net.size_multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.net(x)
+
+
+def test_out_of_memory_halves_the_batch():
+    volume = np.random.default_rng(6).uniform(0, 500, (9, 16, 16)).astype(np.float32)
+    net = network(1)
+    expected = plain_loop(net, volume, 0)
+    output = np.empty_like(volume)
+    engine = SliceEngine(RunsOutOfMemoryAbove(net, 2), torch.device("cpu"), 0, EngineOptions(batch_size=8))
+    with pytest.warns(UserWarning, match="retrying with batch 4") as caught:
+        engine.run(volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
+    assert [str(w.message) for w in caught][-1].endswith("retrying with batch 2")
+    np.testing.assert_allclose(output, expected, atol=1e-2)
+    never = SliceEngine(RunsOutOfMemoryAbove(net, 0), torch.device("cpu"), 0, EngineOptions(batch_size=2))
+    with pytest.warns(UserWarning, match="retrying with batch 1"), pytest.raises(torch.cuda.OutOfMemoryError):
+        never.run(volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network)  # nowhere left to go

@@ -33,8 +33,9 @@ from MedTranslateLib.card import ModelCard  # noqa: E402
 def grid_volume(t1: sitk.Image, size: tuple, spacing: tuple) -> sitk.Image:
     """The real T1 resampled onto a grid of `size` voxels (i, j, k) centred on it."""
     centre = t1.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in t1.GetSize()])
-    origin = [c - (n - 1) * d / 2 for c, n, d in zip(centre, size, spacing)]
-    return sitk.Resample(t1, size, sitk.Transform(), sitk.sitkLinear, origin, spacing, t1.GetDirection(), 0.0,
+    half_extent = np.array([(n - 1) * d / 2 for n, d in zip(size, spacing)])
+    origin = np.array(centre) - np.array(t1.GetDirection()).reshape(3, 3) @ half_extent
+    return sitk.Resample(t1, size, sitk.Transform(), sitk.sitkLinear, origin.tolist(), spacing, t1.GetDirection(), 0.0,
                          sitk.sitkFloat32)
 
 
