@@ -10,6 +10,8 @@ from scipy import ndimage
 
 from .axes import reorientation
 
+MIN_WIDTH = 400  # pixels; smaller previews are enlarged by a whole factor
+
 
 def middle_slice(image: sitk.Image, slice_axis: str = "axial") -> np.ndarray:
     """(rows, columns) float32 middle slice in radiological orientation, rows stretched to square pixels."""
@@ -40,5 +42,7 @@ def side_by_side(images: Sequence[sitk.Image], path: Path, slice_axes: Sequence[
         rows.append(np.concatenate(padded, axis=1))
     width = max(r.shape[1] for r in rows)
     canvas = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]))) for r in rows], axis=0)
+    zoom = max(1, MIN_WIDTH // canvas.shape[1])  # small volumes: whole-pixel enlargement, no smoothing
+    canvas = np.repeat(np.repeat(canvas, zoom, axis=0), zoom, axis=1)
     sitk.WriteImage(sitk.GetImageFromArray(canvas), str(path))
     return Path(path)

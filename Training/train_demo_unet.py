@@ -129,7 +129,8 @@ def main() -> int:
         "metrics": {}, "license": "Weights: GPL-2 (trained on GPL-2 data). Code: Apache-2.0.",
         "intended_use": "Demonstration and testing of MedTranslate; not for diagnosis.",
         "warnings": ["Trained on a single population-average pair: outputs on single subjects are smooth and "
-                     "approximate.", "Held-out metrics come from unseen slices of the same average volume."],
+                     "approximate; on the bundled single-subject sample (Colin27) the ventricles come out dark "
+                     "instead of bright.", "Held-out metrics come from unseen slices of the same average volume."],
     }
     save_package(card, network, args.out)
     model = load_package(args.out)  # evaluate what was shipped: fp16 weights, the real inference path
