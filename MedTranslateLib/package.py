@@ -131,7 +131,7 @@ def save_package(card_fields: Dict[str, Any], network: torch.nn.Module, out_dir:
     try:
         for name, blob in blobs.items():
             (staging / name).write_bytes(blob)
-        (staging / CARD_FILE).write_text(card.to_json() + "\n")
+        (staging / CARD_FILE).write_text(card.to_json() + "\n", encoding="utf-8")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)

@@ -149,7 +149,7 @@ def corrupt_weights(tiny_model: Path, folder: Path) -> Path:
 
 def edit_card(tiny_model: Path, folder: Path, edit: Callable[[dict], None]) -> Path:
     package = copied_package(tiny_model, folder)
-    card = json.loads((package / "model.json").read_text())
+    card = json.loads((package / "model.json").read_text(encoding="utf-8"))
     edit(card)
     (package / "model.json").write_text(json.dumps(card, indent=2))
     return package

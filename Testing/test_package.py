@@ -22,7 +22,7 @@ def package(tmp_path):
 
 
 def rewrite_card(package, **changes):
-    card = json.loads((package / "model.json").read_text())
+    card = json.loads((package / "model.json").read_text(encoding="utf-8"))
     card.update(changes)
     for key in [k for k, v in changes.items() if v is None and k != "spacing_mm"]:
         del card[key]

@@ -1,0 +1,126 @@
+"""Checkpoint -> model package: the exported generator (and CycleGAN's inverse) with a card filled from the
+run: architecture, intensity, in-plane training spacing, slicing, data provenance, steps, hardware and the
+validation metrics. `medtranslate translate` and `evaluate` run the result like any other package.
+"""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from ..card import SCHEMA_VERSION, ModelCard
+from ..errors import InputError
+from ..networks import build_network
+from ..package import CARD_FILE, save_package
+from .checkpoint import load_checkpoint
+from .config import config_from_dict
+from .recipes import get_recipe
+
+RECIPE_TITLES = {"cyclegan": "CycleGAN (Zhu et al. 2017)", "pix2pix": "pix2pix (Isola et al. 2017)",
+                 "unet_l2": "U-Net with L2 loss (Dong et al. 2020)", "medgan": "MedGAN (Armanious et al. 2020)"}
+
+
+def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
+                      model_id: Optional[str] = None) -> ModelCard:
+    """Write the model package of `checkpoint` to `out_dir` (replacing a package there); returns its card."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / CARD_FILE).is_file())):
+        raise InputError(f"{out_dir}: exists and is not a model package; choose a new folder")
+    state = load_checkpoint(checkpoint)
+    config = config_from_dict(state["config"])
+    recipe = get_recipe(config.recipe_name)
+    network = _network(config.model.generator, config.in_channels, state, recipe.exports[0], checkpoint)
+    inverse = None
+    if recipe.exports[1]:
+        inverse = _network(config.model.generator, config.in_channels, state, recipe.exports[1], checkpoint)
+    return save_package(card_fields(state, config, model_id), network, out_dir, inverse_network=inverse)
+
+
+def _network(spec: Dict[str, Any], in_channels: int, state: Dict[str, Any], name: str, path: Any) -> torch.nn.Module:
+    network = build_network(spec, in_channels=in_channels, out_channels=1)
+    try:
+        network.load_state_dict(state["networks"][name])
+    except (KeyError, RuntimeError) as error:
+        raise InputError(f"{path}: network '{name}' does not fit the checkpoint's config ({error})") from None
+    return network.eval()
+
+
+def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = None) -> Dict[str, Any]:
+    """Every card key but the weight hashes, from a checkpoint's state and its config."""
+    model, data = config.model, state["data"]
+    step, total = int(state["step"]), config.optim.steps
+    run = state.get("run", {})
+    identifier = model_id or model.id or (f"{model.source_modality}-to-{model.target_modality}-"
+                                          f"{config.recipe_name}".lower().replace("_", "-"))
+    training: Dict[str, Any] = {
+        "recipe": config.recipe_name,
+        "method": RECIPE_TITLES.get(config.recipe_name, config.recipe_name),
+        "steps": step,
+        "planned_steps": total,
+        "complete": step >= total,
+        "batch_size": config.data.batch_size,
+        "crop_size": config.data.crop_size,
+        "optimizer": {"name": "Adam", "lr": config.optim.lr, "betas": [config.optim.beta1, config.optim.beta2],
+                      "schedule": f"constant until step {config.optim.decay_start}, then linear decay to 0 at {total}"},
+        "data": data["provenance"],
+        "simulation": "none",
+        "hardware": run.get("hardware", "unknown"),
+        "processes": run.get("world_size", 1),
+        "amp": run.get("amp", False),
+        "duration_s": run.get("elapsed_s"),
+        "seed": config.train.seed,
+        "torch": run.get("torch", str(torch.__version__)),
+        "exported_on": platform.node() or "unknown",
+        "config": state["config"],
+        **state.get("notes", {}),
+    }
+    metrics: Dict[str, Any] = {}
+    if state.get("validation"):
+        last = state["validation"][-1]
+        metrics = {
+            "held_out": (f"{len(last['volumes'])} validation volume(s) ({', '.join(last['volumes'])}), "
+                         f"{config.data.val_slices} fixed {config.data.slice_axis} slices each, in target units "
+                         "(network output mapped with the target volume's own fitted range), head mask per slice"),
+            "step": last["step"],
+            "model": {k: last[k] for k in ("mae", "mse", "psnr", "ssim")},
+        }
+        if state.get("baseline", {}).get("mean"):
+            metrics["baseline_identity"] = state["baseline"]["mean"]
+    warnings = []
+    if step < total:
+        warnings.append(f"Exported after {step} of {total} planned training steps.")
+    if not metrics:
+        warnings.append("No held-out validation was configured; the card has no metrics.")
+    if str(state.get("notes", {}).get("feature_network", "")).startswith("discriminator (fallback)"):
+        warnings.append("MedGAN style/content losses used discriminator features instead of ImageNet VGG19.")
+    fields = {
+        "schema_version": SCHEMA_VERSION,
+        "id": identifier,
+        "version": model.version,
+        "task": model.task,
+        "source_modality": model.source_modality,
+        "target_modality": model.target_modality,
+        "architecture": dict(model.generator),
+        "intensity": config.intensity_pair.to_dict(),
+        "spacing_mm": [float(s) for s in data["spacing_mm"]],
+        "slice_axis": config.data.slice_axis,
+        "context_slices": config.data.context_slices,
+        "training": training,
+        "metrics": metrics,
+        "license": model.license,
+        "intended_use": model.intended_use,
+    }
+    if model.description:
+        fields["description"] = model.description
+    if warnings:
+        fields["warnings"] = warnings
+    return fields
+
+
+def run_export_command(checkpoint: str, out_dir: str, model_id: Optional[str]) -> int:
+    card = export_checkpoint(checkpoint, out_dir, model_id)
+    inverse = " (with its inverse generator)" if card.inverse_weights_sha256 else ""
+    print(f"wrote {out_dir}: model {card.id}{inverse}")
+    return 0

@@ -1,0 +1,69 @@
+"""pix2pix (Isola et al. 2017): paired translation with a U-Net generator and a conditional PatchGAN.
+
+The discriminator sees the input concatenated with a real or translated target. Generator loss: vanilla
+(binary cross-entropy) adversarial + 100 × L1 to the target; the discriminator's loss is halved.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import torch
+import torch.nn.functional as F
+
+from ..config import ConfigError
+from ..losses import GAN_MODES, GANLoss
+from .base import Recipe, set_requires_grad
+
+
+@dataclass
+class Options:
+    gan_mode: str = "vanilla"   # pix2pix's cross-entropy GAN loss
+    lambda_l1: float = 100.0    # weight of the L1 term
+
+
+class Pix2Pix(Recipe):
+    name = "pix2pix"
+    Options = Options
+
+    @classmethod
+    def validate_options(cls, config: Any) -> None:
+        options = config.recipe
+        if options.gan_mode not in GAN_MODES:
+            raise ConfigError(f"recipe.gan_mode '{options.gan_mode}' is unknown (known: {', '.join(GAN_MODES)})")
+        if options.lambda_l1 < 0:
+            raise ConfigError("recipe.lambda_l1 must be >= 0")
+
+    def build(self) -> None:
+        channels = self.config.in_channels
+        self.add_network("G", self.build_generator(channels))
+        self.add_network("D", self.build_discriminator(channels + 1))
+        self.optimizers["G"] = self.adam(self.networks["G"])
+        self.optimizers["D"] = self.adam(self.networks["D"])
+        self.gan = GANLoss(self.options.gan_mode)
+
+    def train_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, float]:
+        source, target = batch["source"], batch["target"]
+        with self.autocast():
+            fake = self.run("G")(source)
+
+        discriminator = self.networks["D"]
+        set_requires_grad([discriminator], True)
+        with self.autocast():
+            wrapped = self.run("D")
+            loss_d = 0.5 * (self.gan(wrapped(torch.cat([source, fake.detach()], 1)), False)
+                            + self.gan(wrapped(torch.cat([source, target], 1)), True))
+        self.backward(loss_d)
+        self.step(self.optimizers["D"])
+
+        set_requires_grad([discriminator], False)
+        with self.autocast():
+            adversarial = self.gan(discriminator(torch.cat([source, fake], 1)), True)
+            l1 = F.l1_loss(fake.float(), target.float())
+            loss_g = adversarial + self.options.lambda_l1 * l1
+        self.backward(loss_g)
+        self.step(self.optimizers["G"])
+        return self.report(G=loss_g, G_adv=adversarial, L1=l1, D=loss_d)
+
+
+RECIPE = Pix2Pix
