@@ -63,6 +63,15 @@ def _check_arguments(cls: Type[nn.Module], label: str, kwargs: Dict[str, Any]) -
     return checked
 
 
+def check_spec(spec: Mapping[str, Any]) -> Tuple[Type[nn.Module], str, Dict[str, Any]]:
+    """Validate an architecture dict without building it: (class, label, checked arguments).
+
+    Raises ValueError for an unknown name or variant, or an unknown or ill-typed argument.
+    """
+    cls, label, kwargs = _resolve(spec)
+    return cls, label, _check_arguments(cls, label, kwargs)
+
+
 def build_network(spec: Dict[str, Any], in_channels: int, out_channels: int = 1) -> nn.Module:
     """The network a model card's architecture dict describes, with freshly initialized weights.
 
@@ -71,8 +80,7 @@ def build_network(spec: Dict[str, Any], in_channels: int, out_channels: int = 1)
     from the caller, not the spec; "patchgan" has one output channel and ignores out_channels.
     Raises ValueError for an unknown name or variant, or an unknown or ill-typed argument.
     """
-    cls, label, kwargs = _resolve(spec)
-    kwargs = _check_arguments(cls, label, kwargs)
+    cls, label, kwargs = check_spec(spec)
     if cls is PatchDiscriminator:
         return cls(in_channels=in_channels, **kwargs)
     return cls(in_channels=in_channels, out_channels=out_channels, **kwargs)

@@ -444,11 +444,10 @@ def _at_least(value: int, low: int, key: str) -> None:
 
 def _check_network(spec: Dict[str, Any], key: str, generator: bool) -> None:
     """Check a network spec with the network factory's own argument checks, without building it."""
-    from ..networks.factory import _check_arguments, _resolve
+    from ..networks.factory import check_spec
 
     try:
-        cls, label, kwargs = _resolve(spec)
-        _check_arguments(cls, label, kwargs)
+        check_spec(spec)
     except ValueError as error:
         raise ConfigError(f"{key}: {error}") from None
     if generator and spec.get("name") == "patchgan":
