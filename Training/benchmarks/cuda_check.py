@@ -104,7 +104,7 @@ def main() -> int:
     small = grid_volume(t1, (256, 256, 24), (0.86, 0.86, 1.1))
     expected = sitk.GetArrayFromImage(translate_image(small, model, device="cuda", batch_size=1, precision="fp32"))
     report["out_of_memory"] = {}
-    for label, headroom_mib in (("halves_batch", 700), ("falls_back_to_cpu", 8)):
+    for label, headroom_mib in (("halves_batch", 700), ("falls_back_to_cpu", 0)):
         torch.cuda.empty_cache()
         total = torch.cuda.get_device_properties(0).total_memory
         budget = torch.cuda.memory_allocated() + headroom_mib * 2**20
