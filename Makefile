@@ -27,7 +27,7 @@ test: setup data
 	$(PY) -m pytest Testing
 
 benchmark: setup data
-	$(PY) -m pip install --quiet --disable-pip-version-check "monai==1.5.1"
+	$(PY) -m pip install --quiet --disable-pip-version-check "monai==1.6.1"
 	$(PY) Training/benchmarks/benchmark_translate.py
 
 clean:

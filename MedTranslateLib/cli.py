@@ -1,4 +1,4 @@
-"""The `medtranslate` command: translate, models, info, evaluate, demo.
+"""The `medtranslate` command: translate, models, info, evaluate, train, export, demo.
 
 Errors print one line on stderr: exit status 2 for bad input, 1 for failures; `--debug` shows tracebacks.
 """

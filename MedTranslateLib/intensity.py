@@ -136,11 +136,6 @@ class IntensityPair:
         return IntensityRange(*self.target.output_range)  # type: ignore[misc]
 
 
-def output_dtype(modality: str) -> np.dtype:
-    """CT comes back as integer HU; other modalities as float32."""
-    return np.dtype(np.int16) if modality == "CT" else np.dtype(np.float32)
-
-
 def to_output_units(values: np.ndarray, modality: str) -> np.ndarray:
     """Float units -> the modality's output array (rounded, clipped int16 HU for CT)."""
     if modality == "CT":
@@ -171,13 +166,5 @@ def _sample(values: np.ndarray) -> np.ndarray:
     return flat[::step].astype(np.float32)
 
 
-def describe(mapping: IntensityMapping) -> str:
-    """Short human text, e.g. 'CT window -1024..3071 HU'."""
-    if mapping.kind == "ct":
-        assert mapping.window is not None
-        return f"CT window {mapping.window[0]:g}..{mapping.window[1]:g} HU"
-    return f"percentiles {mapping.low_percentile:g}/{mapping.high_percentile:g}"
-
-
-__all__: List[str] = ["IntensityRange", "IntensityMapping", "IntensityPair", "MODALITIES", "output_dtype",
-                      "to_output_units", "plausibility_warning", "describe"]
+__all__: List[str] = ["IntensityRange", "IntensityMapping", "IntensityPair", "MODALITIES", "to_output_units",
+                      "plausibility_warning"]
