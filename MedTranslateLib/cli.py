@@ -188,7 +188,12 @@ COMMANDS: Dict[str, Command] = {"translate": cmd_translate, "models": cmd_models
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.showwarning = _show_warning
+    with warnings.catch_warnings():  # restores the caller's warning display when main() returns
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except MedTranslateError as error:

@@ -23,3 +23,18 @@ def spm_templates() -> dict:
              "colin_t1": "canonical/single_subj_T1.nii", "tpm": "tpm/TPM.nii"}
     paths = fetch(volumes=tuple(names.values()))
     return dict(zip(names, paths))
+
+
+@pytest.fixture(autouse=True)
+def no_user_model_folders(tmp_path_factory, monkeypatch):
+    """Keep the user's ~/.medtranslate and $MEDTRANSLATE_MODEL_PATH out of every test."""
+    monkeypatch.setenv("MEDTRANSLATE_HOME", str(tmp_path_factory.getbasetemp() / "home"))
+    monkeypatch.delenv("MEDTRANSLATE_MODEL_PATH", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random-weight MR-T1 -> MR-T2 package (Testing/tiny_model.py), built once per session."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-test-model")

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
@@ -23,22 +22,8 @@ import SimpleITK as sitk
 from geometry_fixtures import anisotropic_volume, oblique_volume, write_dicom_series
 from MedTranslateLib.cli import main
 from MedTranslateLib.errors import InputError, ModelPackageError
-from tiny_model import build_tiny_model
 
 PREFIX = "medtranslate: error:"
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-test-model")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
-    """Keep the user's model folders out; restore warnings.showwarning, which main() replaces."""
-    monkeypatch.setenv("MEDTRANSLATE_HOME", str(tmp_path_factory.getbasetemp() / "home"))
-    monkeypatch.delenv("MEDTRANSLATE_MODEL_PATH", raising=False)
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
 
 
 # --------------------------------------------------------------------------------------------- inputs

@@ -19,21 +19,8 @@ from MedTranslateLib.axes import SLICE_AXES, reorientation
 from MedTranslateLib.errors import InputError
 from MedTranslateLib.translate import translate_file, translate_image
 from MedTranslateLib.volume import WRITE_EXTENSIONS, read_volume, same_grid, write_volume
-from tiny_model import build_tiny_model
 
 GEOMETRY = ("GetSize", "GetSpacing", "GetOrigin", "GetDirection")
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-test-model")
-
-
-@pytest.fixture(autouse=True)
-def _no_user_models(tmp_path_factory, monkeypatch):
-    """Keep the user's ~/.medtranslate and $MEDTRANSLATE_MODEL_PATH out of the tests."""
-    monkeypatch.setenv("MEDTRANSLATE_HOME", str(tmp_path_factory.getbasetemp() / "home"))
-    monkeypatch.delenv("MEDTRANSLATE_MODEL_PATH", raising=False)
 
 
 def array(image: sitk.Image) -> np.ndarray:
