@@ -88,6 +88,7 @@ def main(out: Path) -> int:
     panel.findChild(object, "modelCardBrowser").setHtml(module_card_html(cards[0]))
     panel.findChild(object, "statusLabel").setText("Ready.")
     panel.resize(460, 660)
+    app.processEvents()  # settle the layout before grabbing
     panel.grab().save(str(out))
     print(out)
     return 0

@@ -152,3 +152,15 @@ class Recipe:
         names = list(losses)
         values: List[float] = torch.stack([losses[n].detach().float().reshape(()) for n in names]).tolist()
         return dict(zip(names, values))
+
+
+def check_gan_options(options: Any, non_negative: Iterable[str]) -> None:
+    """Refuse an unknown `options.gan_mode` and negative values of the named options (loss weights, sizes)."""
+    from ..config import ConfigError
+    from ..losses import GAN_MODES
+
+    if options.gan_mode not in GAN_MODES:
+        raise ConfigError(f"recipe.gan_mode '{options.gan_mode}' is unknown (known: {', '.join(GAN_MODES)})")
+    for key in non_negative:
+        if getattr(options, key) < 0:
+            raise ConfigError(f"recipe.{key} must be >= 0")

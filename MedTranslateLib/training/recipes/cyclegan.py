@@ -12,10 +12,9 @@ from typing import Any, Dict
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
 from ..image_pool import ImagePool
-from ..losses import GAN_MODES, GANLoss
-from .base import Recipe, set_requires_grad
+from ..losses import GANLoss
+from .base import Recipe, check_gan_options, set_requires_grad
 
 
 @dataclass
@@ -34,14 +33,7 @@ class CycleGAN(Recipe):
 
     @classmethod
     def validate_options(cls, config: Any) -> None:
-        options = config.recipe
-        if options.gan_mode not in GAN_MODES:
-            raise ConfigError(f"recipe.gan_mode '{options.gan_mode}' is unknown (known: {', '.join(GAN_MODES)})")
-        for key in ("lambda_cycle", "lambda_identity"):
-            if getattr(options, key) < 0:
-                raise ConfigError(f"recipe.{key} must be >= 0")
-        if options.pool_size < 0:
-            raise ConfigError("recipe.pool_size must be >= 0")
+        check_gan_options(config.recipe, ("lambda_cycle", "lambda_identity", "pool_size"))
 
     def build(self) -> None:
         channels = self.config.in_channels

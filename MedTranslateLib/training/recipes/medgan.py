@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from ...networks.vgg import load_vgg19_features, vgg19_layer_names
 from ..config import ConfigError, path_field
-from ..losses import GAN_MODES, GANLoss, content_loss, perceptual_loss, style_loss
-from .base import Recipe, set_requires_grad
+from ..losses import GANLoss, content_loss, perceptual_loss, style_loss
+from .base import Recipe, check_gan_options, set_requires_grad
 
 FALLBACK_NOTE = ("style and content losses use the discriminator's features: no VGG19 weights were given "
                  "(recipe.vgg19_weights), so the paper's ImageNet VGG19 is not used")
@@ -49,13 +49,9 @@ class MedGAN(Recipe):
     @classmethod
     def validate_options(cls, config: Any) -> None:
         options = config.recipe
-        if options.gan_mode not in GAN_MODES:
-            raise ConfigError(f"recipe.gan_mode '{options.gan_mode}' is unknown (known: {', '.join(GAN_MODES)})")
+        check_gan_options(options, ("lambda_perceptual", "pixel_weight", "lambda_style", "lambda_content"))
         if options.d_every < 1:
             raise ConfigError("recipe.d_every must be >= 1")
-        for key in ("lambda_perceptual", "pixel_weight", "lambda_style", "lambda_content"):
-            if getattr(options, key) < 0:
-                raise ConfigError(f"recipe.{key} must be >= 0")
         hidden = int(config.model.discriminator.get("n_layers", 3)) + 1
         if options.perceptual_weights and len(options.perceptual_weights) != hidden:
             raise ConfigError(f"recipe.perceptual_weights needs {hidden} weights (the discriminator's hidden "

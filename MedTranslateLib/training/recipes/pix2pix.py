@@ -11,9 +11,8 @@ from typing import Any, Dict
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
-from ..losses import GAN_MODES, GANLoss
-from .base import Recipe, set_requires_grad
+from ..losses import GANLoss
+from .base import Recipe, check_gan_options, set_requires_grad
 
 
 @dataclass
@@ -28,11 +27,7 @@ class Pix2Pix(Recipe):
 
     @classmethod
     def validate_options(cls, config: Any) -> None:
-        options = config.recipe
-        if options.gan_mode not in GAN_MODES:
-            raise ConfigError(f"recipe.gan_mode '{options.gan_mode}' is unknown (known: {', '.join(GAN_MODES)})")
-        if options.lambda_l1 < 0:
-            raise ConfigError("recipe.lambda_l1 must be >= 0")
+        check_gan_options(config.recipe, ("lambda_l1",))
 
     def build(self) -> None:
         channels = self.config.in_channels
