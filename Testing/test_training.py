@@ -300,6 +300,26 @@ def test_cyclegan_export_keeps_inverse_generator(slabs, tmp_path, tmp_path_facto
         export_checkpoint(run.checkpoint, slabs)  # a folder that is not a package is never replaced
 
 
+def test_cyclegan_reverse_export_swaps_directions(slabs, tmp_path, tmp_path_factory):
+    run = overfit_run("cyclegan", slabs, tmp_path_factory)
+    card = export_checkpoint(run.checkpoint, tmp_path / "reverse", reverse=True)
+    assert (card.source_modality, card.target_modality) == ("MR-T2", "MR-T1")
+    assert card.id == "mr-t2-to-mr-t1-cyclegan" and card.metrics == {}
+    assert card.intensity["target"]["output_range"] == "source" and "output_range" not in card.intensity["source"]
+    model = load_package(tmp_path / "reverse")
+    state = load_checkpoint(run.checkpoint)["networks"]
+    for name, tensor in model.network.state_dict().items():  # the model is F, its inverse G
+        torch.testing.assert_close(tensor.float(), state["F"][name].float(), atol=2e-3, rtol=1e-3)
+    for name, tensor in model.inverse_network.state_dict().items():
+        torch.testing.assert_close(tensor.float(), state["G"][name].float(), atol=2e-3, rtol=1e-3)
+
+
+def test_reverse_export_needs_an_inverse_generator(slabs, tmp_path_factory, tmp_path):
+    run = overfit_run("unet_l2", slabs, tmp_path_factory)
+    with pytest.raises(InputError, match="no inverse generator"):
+        export_checkpoint(run.checkpoint, tmp_path / "package", reverse=True)
+
+
 # ---------------------------------------------------------------------------------------------------- data
 
 def test_paired_data_refuses_pair_on_different_grids(slabs, tmp_path):

@@ -23,19 +23,49 @@ RECIPE_TITLES = {"cyclegan": "CycleGAN (Zhu et al. 2017)", "pix2pix": "pix2pix (
 
 
 def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
-                      model_id: Optional[str] = None) -> ModelCard:
-    """Write the model package of `checkpoint` to `out_dir` (replacing a package there); returns its card."""
+                      model_id: Optional[str] = None, reverse: bool = False) -> ModelCard:
+    """Write the model package of `checkpoint` to `out_dir` (replacing a package there); returns its card.
+
+    `reverse` exports a CycleGAN's inverse generator as the model (target -> source), the forward one as its
+    inverse; the card's modalities and intensity mappings are swapped and the forward validation dropped.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / CARD_FILE).is_file())):
         raise InputError(f"{out_dir}: exists and is not a model package; choose a new folder")
     state = load_checkpoint(checkpoint)
     config = config_from_dict(state["config"])
     recipe = get_recipe(config.recipe_name)
-    network = _network(config.model.generator, config.in_channels, state, recipe.exports[0], checkpoint)
+    if reverse and not recipe.exports[1]:
+        raise InputError(f"{checkpoint}: a {config.recipe_name} checkpoint has no inverse generator to export")
+    names = tuple(reversed(recipe.exports)) if reverse else recipe.exports
+    network = _network(config.model.generator, config.in_channels, state, names[0], checkpoint)
     inverse = None
-    if recipe.exports[1]:
-        inverse = _network(config.model.generator, config.in_channels, state, recipe.exports[1], checkpoint)
-    return save_package(card_fields(state, config, model_id), network, out_dir, inverse_network=inverse)
+    if names[1]:
+        inverse = _network(config.model.generator, config.in_channels, state, names[1], checkpoint)
+    fields = card_fields(state, config, model_id)
+    if reverse:
+        fields = reversed_card_fields(fields, model_id)
+    return save_package(fields, network, out_dir, inverse_network=inverse)
+
+
+def reversed_card_fields(fields: Dict[str, Any], model_id: Optional[str]) -> Dict[str, Any]:
+    """Card fields of a CycleGAN's inverse direction: modalities and intensity mappings swapped."""
+    fields = dict(fields)
+    fields["source_modality"], fields["target_modality"] = fields["target_modality"], fields["source_modality"]
+    source, target = dict(fields["intensity"]["target"]), dict(fields["intensity"]["source"])
+    source.pop("output_range", None)
+    if target["kind"] == "percentile":
+        target["output_range"] = "source"
+    fields["intensity"] = {"source": source, "target": target}
+    fields["id"] = model_id or (f"{fields['source_modality']}-to-{fields['target_modality']}-"
+                                f"{fields['training']['recipe']}".lower().replace("_", "-"))
+    fields["training"] = {**fields["training"], "exported_direction": "inverse generator (target -> source)"}
+    fields["metrics"] = {}
+    fields.pop("description", None)
+    warnings = [w for w in fields.get("warnings", []) if "no metrics" not in w]
+    warnings.append("No held-out validation of the inverse direction was run during training.")
+    fields["warnings"] = warnings
+    return fields
 
 
 def _network(spec: Dict[str, Any], in_channels: int, state: Dict[str, Any], name: str, path: Any) -> torch.nn.Module:
@@ -119,8 +149,8 @@ def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = No
     return fields
 
 
-def run_export_command(checkpoint: str, out_dir: str, model_id: Optional[str]) -> int:
-    card = export_checkpoint(checkpoint, out_dir, model_id)
+def run_export_command(checkpoint: str, out_dir: str, model_id: Optional[str], reverse: bool = False) -> int:
+    card = export_checkpoint(checkpoint, out_dir, model_id, reverse)
     inverse = " (with its inverse generator)" if card.inverse_weights_sha256 else ""
     print(f"wrote {out_dir}: model {card.id}{inverse}")
     return 0

@@ -1,0 +1,25 @@
+"""Physics-based simulation of training data from tissue maps (SPM's TPM) and real volumes.
+
+tissues     literature properties per tissue class (MR relaxation, CT HU, FDG uptake) and their random draws
+contrast    tissue maps -> spin-echo MR, pseudo-CT (HU), PET uptake
+corruption  domain randomisation of inputs: bias field, noise, resolution loss, gamma
+warp        random in-plane affine + elastic warps shared by every volume of a simulated subject
+motion      rigid head motion simulated in k-space (segments of phase-encoding lines from moved copies)
+counts      low-count PET by Poisson (binomial) thinning
+
+Every function takes arrays shaped (Z, Y, X) with Z the slicing (axial) axis and a numpy Generator.
+"""
+from .contrast import mr_spin_echo, pet_uptake, pseudo_ct
+from .corruption import bias_field, blur_resolution, gamma, rician_noise
+from .counts import poisson_counts, poisson_thinning
+from .motion import MotionEvent, kspace_motion, random_motion
+from .tissues import (SEQUENCES, TISSUES, MRTissue, nominal_ct_hu, nominal_mr, nominal_pet_uptake,
+                      random_ct_hu, random_mr, random_pet_uptake)
+from .warp import InPlaneWarp, random_warp
+
+__all__ = [
+    "mr_spin_echo", "pet_uptake", "pseudo_ct", "bias_field", "blur_resolution", "gamma", "rician_noise",
+    "poisson_counts", "poisson_thinning", "MotionEvent", "kspace_motion", "random_motion", "SEQUENCES",
+    "TISSUES", "MRTissue", "nominal_ct_hu", "nominal_mr", "nominal_pet_uptake", "random_ct_hu", "random_mr",
+    "random_pet_uptake", "InPlaneWarp", "random_warp",
+]

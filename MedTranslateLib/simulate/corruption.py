@@ -1,0 +1,36 @@
+"""Domain randomisation of network inputs (in the manner of SynthSeg/SynthSR): bias, noise, resolution, gamma."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+
+def bias_field(shape: Sequence[int], rng: np.random.Generator, strength: float, nodes: int = 4) -> np.ndarray:
+    """(Z, Y, X) smooth multiplicative field exp(f), f cubic-interpolated from a nodes³ grid of N(0, strength)."""
+    coarse = rng.normal(0.0, strength, size=(nodes,) * 3)
+    zoom = [s / nodes for s in shape]
+    field = ndimage.zoom(coarse, zoom, order=3, mode="nearest", grid_mode=True)
+    return np.exp(field[tuple(slice(0, s) for s in shape)]).astype(np.float32)
+
+
+def rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude of the image plus complex Gaussian noise of standard deviation `sigma` (MR noise)."""
+    real = image + rng.normal(0.0, sigma, size=image.shape)
+    imaginary = rng.normal(0.0, sigma, size=image.shape)
+    return np.sqrt(real * real + imaginary * imaginary).astype(np.float32)
+
+
+def blur_resolution(image: np.ndarray, fwhm_voxels: Sequence[float]) -> np.ndarray:
+    """Lower resolution: a Gaussian of the given FWHM (voxels) per axis, e.g. thick slices along Z."""
+    sigma = [f / (2.0 * np.sqrt(2.0 * np.log(2.0))) for f in fwhm_voxels]
+    return ndimage.gaussian_filter(image, sigma=sigma, mode="nearest").astype(np.float32)
+
+
+def gamma(image: np.ndarray, exponent: float) -> np.ndarray:
+    """Non-linear contrast change: (image / max)^exponent * max, for non-negative images."""
+    top = float(image.max())
+    if top <= 0:
+        return image.astype(np.float32)
+    return (np.clip(image / top, 0.0, None) ** exponent * top).astype(np.float32)

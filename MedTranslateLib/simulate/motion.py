@@ -1,0 +1,69 @@
+"""Rigid head motion simulated in k-space, slice by slice (2D multi-slice acquisition).
+
+The phase-encoding lines of each slice's k-space are acquired in order; at a few random moments the head
+moves (in-plane rotation and translation) and stays there. Each segment of lines is taken from the Fourier
+transform of a rigidly moved copy of the image, and the image is the magnitude of the inverse transform:
+ghosting and blurring along the phase-encoding direction, as in real scans. The segment that holds the
+centre of k-space keeps the reference pose, so the corrupted image stays registered to the clean one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class MotionEvent:
+    """From phase-encoding line `start_fraction` (0..1 of the lines) on, the head sits at this pose."""
+
+    start_fraction: float
+    rotation_deg: float
+    shift_voxels: Sequence[float]  # (rows, columns)
+
+
+def random_motion(rng: np.random.Generator, events: int, max_rotation_deg: float = 4.0,
+                  max_shift_voxels: float = 2.0) -> List[MotionEvent]:
+    """`events` moves at random moments; the pose holding the k-space centre is the reference (zero)."""
+    starts = np.sort(rng.uniform(0.0, 1.0, size=events))
+    poses = [MotionEvent(float(s), float(rng.uniform(-max_rotation_deg, max_rotation_deg)),
+                         tuple(rng.uniform(-max_shift_voxels, max_shift_voxels, size=2)))
+             for s in starts]
+    return poses
+
+
+def _move(plane: np.ndarray, rotation_deg: float, shift: Sequence[float]) -> np.ndarray:
+    angle = np.deg2rad(rotation_deg)
+    matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    centre = (np.array(plane.shape) - 1) / 2.0
+    offset = centre - matrix @ centre - np.asarray(shift, dtype=float)
+    return ndimage.affine_transform(plane, matrix, offset=offset, order=1, mode="constant", cval=0.0)
+
+
+def kspace_motion(volume: np.ndarray, events: Sequence[MotionEvent], phase_axis: int = 0) -> np.ndarray:
+    """(Z, Y, X) magnitude image with motion; phase encoding along Y (phase_axis 0) or X (1) of each slice."""
+    out = np.empty(volume.shape, dtype=np.float32)
+    lines = volume.shape[1 + phase_axis]
+    centre_line = lines // 2
+    boundaries = [0] + [int(round(e.start_fraction * lines)) for e in events] + [lines]
+    poses = [None] + list(events)  # None: the reference pose, before the first move
+    # the segment holding the k-space centre defines the reference: undo its pose on every segment
+    centre_segment = max(i for i in range(len(poses)) if boundaries[i] <= centre_line)
+    reference = poses[centre_segment]
+    for index, plane in enumerate(volume.astype(np.float32, copy=False)):
+        kspace = np.fft.fftshift(np.fft.fft2(plane))
+        for segment, pose in enumerate(poses):
+            first, last = boundaries[segment], boundaries[segment + 1]
+            if last <= first or segment == centre_segment:
+                continue
+            rotation = (pose.rotation_deg if pose else 0.0) - (reference.rotation_deg if reference else 0.0)
+            shift = np.subtract(pose.shift_voxels if pose else (0.0, 0.0),
+                                reference.shift_voxels if reference else (0.0, 0.0))
+            moved = np.fft.fftshift(np.fft.fft2(_move(plane, rotation, shift)))
+            region = [slice(None), slice(None)]
+            region[phase_axis] = slice(first, last)
+            kspace[tuple(region)] = moved[tuple(region)]
+        out[index] = np.abs(np.fft.ifft2(np.fft.ifftshift(kspace)))
+    return out

@@ -1,0 +1,131 @@
+"""Rebuild every shipped model from scratch: prepare the data, train, export, evaluate, document.
+
+    .venv/bin/python Training/build_shipped_models.py all            # everything below, in order
+    .venv/bin/python Training/build_shipped_models.py prepare [--subjects 32]
+    .venv/bin/python Training/build_shipped_models.py train [--parallel 8] [--only RUN ...] [--set k=v ...]
+    .venv/bin/python Training/build_shipped_models.py export         # runs/shipped/<run> -> MedTranslateLib/models
+    .venv/bin/python Training/build_shipped_models.py evaluate       # held-out metrics into the cards, PNG grids,
+                                                                     # Training/README.md's table
+
+Training runs are `medtranslate train` processes (resumable with `--resume`), several at once on one GPU.
+The shipped set was trained on one H100 (see each card's `training.hardware`); on a CPU, lower the steps with
+`--set optim.steps=N --set optim.decay_start=M` and expect weaker models.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "Training"))
+from shipped_models import DATA, MODELS, RUN_NAMES, RUNS, SHIPPED, CONFIGS  # noqa: E402
+
+
+def prepare(subjects: int, workers: int, spm: Optional[Path]) -> None:
+    script = REPO / "Training" / "data" / "prepare_shipped_data.py"
+    command = [sys.executable, str(script), "--out", str(DATA), "--subjects", str(subjects), "--workers", str(workers)]
+    subprocess.run(command + (["--spm", str(spm)] if spm else []), check=True)
+
+
+def train(runs: Dict[str, List[str]], parallel: int, resume: bool = False, logs: Path = RUNS) -> None:
+    """Train each run (name -> its `--set` overrides), up to `parallel` processes at once; logs in `logs`."""
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, active = list(runs), []
+    failed = []
+    while pending or active:
+        while pending and len(active) < parallel:
+            run = pending.pop(0)
+            command = [sys.executable, "-m", "MedTranslateLib.cli", "train", str(CONFIGS / f"{run}.toml")]
+            for override in runs[run]:
+                command += ["--set", override]
+            if resume and (RUNS / run / "checkpoints").is_dir():
+                command.append("--resume")
+            log = open(logs / f"{run}.log", "w", encoding="utf-8")
+            active.append((run, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO), log))
+            print(f"started {run}", flush=True)
+        time.sleep(2)
+        for entry in list(active):
+            run, process, log = entry
+            if process.poll() is not None:
+                log.close()
+                active.remove(entry)
+                print(f"finished {run}: exit {process.returncode}", flush=True)
+                if process.returncode:
+                    failed.append(run)
+    if failed:
+        raise SystemExit(f"training failed: {', '.join(failed)} (see runs/shipped/<run>.log)")
+
+
+def steps_for_budget(runs: List[str], parallel: int, overrides: List[str], seconds: float) -> Dict[str, int]:
+    """Time 200 steps of every run (all at once, as they will train) and return the steps that fill `seconds`."""
+    calibration = RUNS / "calibration"
+    train({run: overrides + ["optim.steps=200", f"train.out_dir={calibration / run}", "train.val_every=0",
+                             "train.checkpoint_every=0", "train.log_every=50"] for run in runs},
+          parallel, logs=calibration)
+    steps = {}
+    for run in runs:
+        with open(calibration / run / "losses.csv", encoding="utf-8") as stream:
+            rows = list(csv.DictReader(stream))
+        first, last = rows[len(rows) // 4], rows[-1]  # skip the warm-up steps
+        rate = (int(last["step"]) - int(first["step"])) / max(float(last["elapsed_s"]) - float(first["elapsed_s"]), 1e-6)
+        steps[run] = max(200, int(rate * seconds) // 100 * 100)
+        print(f"{run}: {rate:.1f} steps/s with {parallel} runs at once -> {steps[run]} steps", flush=True)
+    shutil.rmtree(calibration, ignore_errors=True)
+    return steps
+
+
+def latest_checkpoint(run: str) -> Path:
+    found = sorted((RUNS / run / "checkpoints").glob("*.pt"))
+    if not found:
+        raise SystemExit(f"{run}: no checkpoint under {RUNS / run / 'checkpoints'}")
+    return found[-1]
+
+
+def export() -> None:
+    from MedTranslateLib.training.export import export_checkpoint
+
+    for model in SHIPPED:
+        card = export_checkpoint(latest_checkpoint(model.run), MODELS / model.id, model.id, reverse=model.reverse)
+        print(f"exported {card.id} (step {card.training['steps']})")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=("all", "prepare", "train", "export", "evaluate"))
+    parser.add_argument("--subjects", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="data-preparation processes")
+    parser.add_argument("--spm", type=Path, default=None, help="SPM template folder (default: fetched into .cache)")
+    parser.add_argument("--parallel", type=int, default=len(RUN_NAMES), help="training processes at once")
+    parser.add_argument("--only", nargs="*", default=list(RUN_NAMES), choices=RUN_NAMES, metavar="RUN")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
+                        help="train: time every run first, then give each the steps that fill SECONDS "
+                             "(learning rate decays over the second half, a checkpoint every quarter)")
+    args = parser.parse_args(argv)
+    if args.stage in ("all", "prepare"):
+        prepare(args.subjects, args.workers, args.spm)
+    if args.stage in ("all", "train"):
+        runs = {run: list(args.overrides) for run in args.only}
+        if args.time_budget:
+            for run, steps in steps_for_budget(args.only, args.parallel, args.overrides, args.time_budget).items():
+                runs[run] += [f"optim.steps={steps}", f"optim.decay_start={steps // 2}",
+                              f"train.val_every={steps // 4}", f"train.checkpoint_every={steps // 4}"]
+        train(runs, args.parallel, args.resume)
+    if args.stage in ("all", "export"):
+        export()
+    if args.stage in ("all", "evaluate"):
+        from evaluate_shipped_models import evaluate_all
+        return evaluate_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Build the training and held-out data of the shipped models from SPM's real templates and tissue maps.
+
+Every volume lies on the 2 mm MNI grid of SPM's avg152 templates (91×109×91). A *subject* is one random
+in-plane warp (affine + elastic) of that anatomy, in one of two kinds:
+
+- `real`: the real templates warped — avg152T1/T2/PD (ICBM152 averages of real scans) and OldNorm PET (an
+  average real PET) — with a pseudo-CT made from the warped tissue maps (TPM, random HU per tissue);
+- `sim`: every contrast simulated from the warped TPM tissue maps with random tissue properties
+  (MedTranslateLib.simulate): spin-echo T1/T2/PD, pseudo-CT and FDG-like PET.
+
+Targets are clean. Inputs are randomised (SynthSeg/SynthSR manner): T1 from random spin-echo timings, gamma,
+bias field, Rician noise, thick-slice blur; CT with noise and blur; PET with a random point-spread function
+and count noise; motion-corrupted T1 from rigid motion in k-space; low-count PET by Poisson thinning.
+
+Held out from every training volume: the axial slab z = 35..55 (a 15-slice test slab plus 3 guard slices
+each side). Training subjects are written as two volumes (`*_inf` below the slab, `*_sup` above). The test set
+is the slab of the unwarped real templates (`avg152`), of fresh simulated subjects, and the whole Colin27
+head (`single_subj_T1`, a real single subject never used in training) for motion correction.
+
+    python Training/data/prepare_shipped_data.py [--out Training/data/shipped] [--subjects 32] [--workers 2]
+
+Layout: OUT/{train,test}/<volume kind>/<name>.nii.gz, e.g. train/t1_in/sim03_inf.nii.gz; train/cyclegan_t1
+and train/cyclegan_t2 hold T1 and T2 of disjoint subjects (unpaired).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fetch_spm_templates import fetch  # noqa: E402
+
+from MedTranslateLib import simulate  # noqa: E402
+from MedTranslateLib.volume import write_volume  # noqa: E402
+
+SLAB = (38, 53)   # held-out axial slices (index z of the 2 mm grid, inferior -> superior)
+GUARD = 3         # slices each side of the slab used neither for training nor testing
+TEMPLATES = {"t1": "canonical/avg152T1.nii", "t2": "canonical/avg152T2.nii", "pd": "canonical/avg152PD.nii",
+             "pet": "toolbox/OldNorm/PET.nii", "colin27": "canonical/single_subj_T1.nii"}
+TPM = "tpm/TPM.nii"
+DEFAULT_OUT = REPO / "Training" / "data" / "shipped"
+MR_KINDS = ("t1", "t2", "pd")
+
+
+def _source_path(spm: Path, name: str) -> str:
+    """SPM's file, or a gzipped copy of it (name + '.gz')."""
+    path = spm / name
+    return str(path if path.is_file() else path.with_name(path.name + ".gz"))
+
+
+def load_sources(spm: Path) -> Tuple[sitk.Image, Dict[str, np.ndarray], np.ndarray]:
+    """The 2 mm grid, the real templates as (Z, Y, X) float32, and TPM resampled onto it as (6, Z, Y, X)."""
+    images = {key: sitk.ReadImage(_source_path(spm, name), sitk.sitkFloat32) for key, name in TEMPLATES.items()}
+    grid = images["t1"]
+    arrays = {key: sitk.GetArrayFromImage(image) for key, image in images.items()}
+    tpm4d = sitk.ReadImage(_source_path(spm, TPM), sitk.sitkFloat32)
+    size = list(tpm4d.GetSize())
+    channels = []
+    for index in range(size[3]):
+        channel = sitk.Extract(tpm4d, size[:3] + [0], [0, 0, 0, index])
+        channels.append(sitk.GetArrayFromImage(sitk.Resample(channel, grid, sitk.Transform(), sitk.sitkLinear,
+                                                             1.0 if index == 5 else 0.0)))
+    tissues = np.clip(np.stack(channels), 0.0, None)
+    tissues /= np.maximum(tissues.sum(axis=0, keepdims=True), 1e-6)
+    return grid, arrays, tissues.astype(np.float32)
+
+
+def warp_tissues(tissues: np.ndarray, warp: Optional[simulate.InPlaneWarp]) -> np.ndarray:
+    if warp is None:
+        return tissues
+    warped = np.stack([warp.apply(channel, order=1, fill=1.0 if index == 5 else 0.0)
+                       for index, channel in enumerate(tissues)])
+    return warped / np.maximum(warped.sum(axis=0, keepdims=True), 1e-6)
+
+
+def clean_volumes(kind: str, arrays: Dict[str, np.ndarray], tissues: np.ndarray,
+                  warp: Optional[simulate.InPlaneWarp], rng: np.random.Generator) -> Tuple[Dict[str, np.ndarray], Dict]:
+    """Targets of one subject: t1, t2, pd, ct (HU), pet; plus what the inputs are drawn from."""
+    tissues = warp_tissues(tissues, warp)
+    hu = simulate.random_ct_hu(rng) if warp is not None else simulate.nominal_ct_hu()
+    volumes = {"ct": simulate.pseudo_ct(tissues, hu)}
+    if kind == "real":
+        for key in MR_KINDS + ("pet",):
+            volumes[key] = arrays[key] if warp is None else warp.apply(arrays[key], order=1, fill=0.0)
+        properties = simulate.nominal_mr()
+    else:
+        properties = simulate.random_mr(rng, spread=0.1)
+        for key in MR_KINDS:
+            volumes[key] = simulate.mr_spin_echo(tissues, properties, *simulate.SEQUENCES[key.upper()])
+        volumes["pet"] = simulate.pet_uptake(tissues, simulate.random_pet_uptake(rng),
+                                             float(rng.uniform(5.0, 8.0)), (2.0, 2.0, 2.0))
+    return {k: v.astype(np.float32) for k, v in volumes.items()}, {"tissues": tissues, "mr": properties, "hu": hu}
+
+
+def _percentile_top(image: np.ndarray) -> float:
+    return max(float(np.percentile(image, 99.5)), 1e-6)
+
+
+def randomised_mr(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gamma, bias field, thick-slice and in-plane blur, Rician noise."""
+    out = simulate.gamma(image, float(np.exp(rng.uniform(np.log(0.75), np.log(1.35)))))
+    out = out * simulate.bias_field(out.shape, rng, float(rng.uniform(0.0, 0.25)))
+    out = simulate.blur_resolution(out, (rng.uniform(0.0, 2.5), rng.uniform(0.0, 1.2), rng.uniform(0.0, 1.2)))
+    return simulate.rician_noise(out, float(rng.uniform(0.0, 0.03)) * _percentile_top(out), rng)
+
+
+def input_volumes(kind: str, clean: Dict[str, np.ndarray], extra: Dict, rng: np.random.Generator,
+                  randomise: bool) -> Dict[str, np.ndarray]:
+    """Inputs of one subject: t1_in, ct_in, pet_in, t1_motion, pet_full (target) and pet_low."""
+    out: Dict[str, np.ndarray] = {}
+    if kind == "sim":  # T1 weighting from random spin-echo timings, not the target's nominal sequence
+        tr, te = rng.uniform(400.0, 700.0), rng.uniform(8.0, 20.0)
+        t1_source = simulate.mr_spin_echo(extra["tissues"], extra["mr"], tr, te)
+    else:
+        t1_source = clean["t1"]
+    out["t1_in"] = randomised_mr(t1_source, rng) if randomise else t1_source
+    ct = clean["ct"]
+    if randomise:
+        ct = simulate.blur_resolution(ct, (rng.uniform(0.0, 2.0), rng.uniform(0.0, 0.8), rng.uniform(0.0, 0.8)))
+        ct = ct + rng.normal(0.0, rng.uniform(3.0, 20.0), size=ct.shape).astype(np.float32)
+    out["ct_in"] = np.clip(ct, -1024.0, 3071.0)
+    pet = clean["pet"]
+    if randomise:
+        pet = simulate.blur_resolution(pet, (rng.uniform(0.0, 1.5),) * 3)
+        pet = simulate.poisson_counts(pet, float(rng.uniform(100.0, 1000.0)), rng)
+    out["pet_in"] = pet.astype(np.float32)
+    events = simulate.random_motion(rng, int(rng.integers(1, 5)))
+    moved = simulate.kspace_motion(clean["t1"], events, phase_axis=int(rng.integers(0, 2)))
+    out["t1_motion"] = simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)
+    full = simulate.poisson_counts(clean["pet"], float(rng.uniform(300.0, 1000.0)), rng)
+    out["pet_full"] = full
+    out["pet_low"] = simulate.poisson_thinning(full, float(rng.uniform(0.04, 0.2)), rng)
+    return out
+
+
+def _write(volume: np.ndarray, grid: sitk.Image, z_range: Tuple[int, int], path: Path) -> None:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume[z_range[0]:z_range[1]], dtype=np.float32))
+    first = grid.TransformIndexToPhysicalPoint((0, 0, z_range[0]))
+    image.SetSpacing(grid.GetSpacing())
+    image.SetDirection(grid.GetDirection())
+    image.SetOrigin(first)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_volume(image, path)
+
+
+def make_subject(task: Tuple[str, str, int, str, Path, Path]) -> str:
+    """One subject: (name, kind, seed, split, spm folder, out folder) -> its files under out/split/."""
+    name, kind, seed, split, spm, out = task
+    rng = np.random.default_rng(seed)
+    grid, arrays, tissues = load_sources(spm)
+    warp = None if name == "avg152" else simulate.random_warp(arrays["t1"].shape[1:], rng)
+    clean, extra = clean_volumes(kind, arrays, tissues, warp, rng)
+    volumes = dict(clean)
+    volumes.update(input_volumes(kind, clean, extra, rng, randomise=name != "avg152"))
+    depth = arrays["t1"].shape[0]
+    if split == "train":
+        parts = {"inf": (0, SLAB[0] - GUARD), "sup": (SLAB[1] + GUARD, depth)}
+    else:
+        parts = {"": SLAB}
+    for part, z_range in parts.items():
+        stem = f"{name}_{part}" if part else name
+        for key, volume in volumes.items():
+            _write(volume, grid, z_range, out / split / key / f"{stem}.nii.gz")
+        if split == "train":  # unpaired CycleGAN pools: T1 from even subjects, T2 from odd ones
+            pool = "cyclegan_t1" if seed % 2 == 0 else "cyclegan_t2"
+            key = "t1" if pool == "cyclegan_t1" else "t2"
+            _write(volumes[key], grid, z_range, out / split / pool / f"{stem}.nii.gz")
+    return name
+
+
+def make_colin27(spm: Path, out: Path, seed: int) -> None:
+    """Colin27 (a real single subject, whole head) and a motion-corrupted copy: held out for motion correction."""
+    rng = np.random.default_rng(seed)
+    grid, arrays, _ = load_sources(spm)
+    clean = arrays["colin27"]
+    moved = simulate.kspace_motion(clean, simulate.random_motion(rng, 3), phase_axis=0)
+    moved = simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)
+    for key, volume in (("t1", clean), ("t1_motion", moved)):
+        _write(volume, grid, (0, clean.shape[0]), out / "test_colin27" / key / "colin27.nii.gz")
+
+
+def subject_plan(subjects: int, test_subjects: int, seed: int) -> List[Tuple[str, str, int, str]]:
+    """(name, kind, seed, split): half real-template and half simulated training subjects, then test ones."""
+    plan = [(f"{'real' if i % 4 < 2 else 'sim'}{i:02d}", "real" if i % 4 < 2 else "sim", seed + i, "train")
+            for i in range(subjects)]
+    plan.append(("avg152", "real", seed + 1000, "test"))
+    plan += [(f"simtest{i}", "sim", seed + 2000 + i, "test") for i in range(test_subjects)]
+    plan += [(f"realtest{i}", "real", seed + 3000 + i, "test") for i in range(test_subjects)]
+    return plan
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--spm", type=Path, default=None, help="SPM template folder (default: fetch into .cache)")
+    parser.add_argument("--subjects", type=int, default=32, help="training subjects (half real, half simulated)")
+    parser.add_argument("--test-subjects", type=int, default=2, help="simulated and warped-real test subjects each")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.spm is None:
+        paths = fetch(volumes=list(TEMPLATES.values()) + [TPM])
+        args.spm = paths[0].parents[1]
+    started = time.time()
+    plan = subject_plan(args.subjects, args.test_subjects, args.seed)
+    tasks = [(name, kind, seed, split, args.spm, args.out) for name, kind, seed, split in plan]
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        for done in pool.map(make_subject, tasks):
+            print(f"  {done}", flush=True)
+    make_colin27(args.spm, args.out, args.seed + 4000)
+    info = {"script": "Training/data/prepare_shipped_data.py", "subjects": args.subjects,
+            "test_subjects": args.test_subjects, "seed": args.seed, "held_out_slab_z": list(SLAB), "guard": GUARD,
+            "plan": [{"name": n, "kind": k, "seed": s, "split": p} for n, k, s, p in plan],
+            "seconds": round(time.time() - started, 1)}
+    (args.out / "dataset.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    print(f"wrote {args.out} ({info['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

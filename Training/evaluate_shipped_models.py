@@ -1,0 +1,278 @@
+"""Held-out evaluation of the shipped models against two baselines; metrics into the cards; PNG grids; table.
+
+For every package in Training/shipped_models.SHIPPED, every held-out test case (Training/data/shipped/test/,
+never used in training: the axial slab z = 38..52 of every subject, and Colin27 for motion correction) is
+translated through the public API (`translate_image`, CPU, fp16 weights as shipped) and compared inside the
+reference's head mask (Otsu) with:
+
+- identity: the input itself, linearly mapped so its 0.5/99.5 percentiles meet the reference's;
+- histogram matching: the input mapped through the reference's own histogram (skimage), an oracle global
+  intensity mapping.
+
+Units: HU for CT targets; otherwise each image scaled by its own 0.5/99.5 percentiles to 0/1 (MR and PET
+have no absolute units here). A model ships only when its mean MAE, PSNR and SSIM all beat both baselines;
+otherwise its package is removed. Results: Training/results/shipped/metrics.json, one PNG grid per model
+(input / output / reference), the table in Training/README.md, and the `metrics` of every card.
+
+    .venv/bin/python Training/evaluate_shipped_models.py
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image, ImageDraw
+from skimage.exposure import match_histograms
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "Training"))
+from shipped_models import DATA, MODELS, RESULTS, SHIPPED, ShippedModel  # noqa: E402
+
+from MedTranslateLib.card import ModelCard  # noqa: E402
+from MedTranslateLib.metrics import compare, head_mask  # noqa: E402
+from MedTranslateLib.package import CARD_FILE, load_package  # noqa: E402
+from MedTranslateLib.translate import translate_image  # noqa: E402
+from MedTranslateLib.volume import read_volume  # noqa: E402
+
+README = REPO / "Training" / "README.md"
+TABLE_START, TABLE_END = "<!-- shipped-models:start -->", "<!-- shipped-models:end -->"
+METRICS = ("mae", "psnr", "ssim")
+GROUPS = {"avg152": "real templates, unwarped (real input)", "realtest": "real templates, warped, randomised input",
+          "simtest": "TPM simulation, random tissue properties", "colin27": "Colin27, a real single subject"}
+CT_DISPLAY = (-200.0, 1600.0)
+
+
+def group_of(case: str) -> str:
+    return next(key for key in GROUPS if case.startswith(key))
+
+
+def test_cases(model: ShippedModel) -> List[Tuple[str, Path, Path]]:
+    """(case name, input path, reference path) for every held-out pair of the model."""
+    cases = []
+    for folder in ("test",) + model.extra_tests:
+        for source in sorted((DATA / folder / model.source).glob("*.nii.gz")):
+            target = DATA / folder / model.target / source.name
+            if target.is_file():
+                cases.append((source.name[: -len(".nii.gz")], source, target))
+    if not cases:
+        raise SystemExit(f"{model.id}: no test data under {DATA}; run Training/build_shipped_models.py prepare")
+    return cases
+
+
+def _percentiles(values: np.ndarray) -> Tuple[float, float]:
+    low, high = np.percentile(values, (0.5, 99.5))
+    return float(low), float(max(high, low + 1e-6))
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    low, high = _percentiles(values)
+    return (values - low) / (high - low)
+
+
+def comparable(source: np.ndarray, prediction: np.ndarray, reference: np.ndarray,
+               ct_target: bool) -> Dict[str, np.ndarray]:
+    """Reference, model output and the two baselines, as (Z, Y, X) float64 in the units metrics use."""
+    if ct_target:
+        (s_low, s_high), (r_low, r_high) = _percentiles(source), _percentiles(reference)
+        identity = (source - s_low) / (s_high - s_low) * (r_high - r_low) + r_low
+        return {"reference": reference, "model": prediction, "identity": identity,
+                "histogram_matching": match_histograms(source, reference)}
+    reference_unit = _unit(reference)
+    return {"reference": reference_unit, "model": _unit(prediction), "identity": _unit(source),
+            "histogram_matching": match_histograms(_unit(source), reference_unit)}
+
+
+def evaluate_case(model: Any, source_path: Path, target_path: Path) -> Tuple[Dict[str, Dict[str, float]],
+                                                                             Dict[str, np.ndarray]]:
+    source_image = read_volume(source_path)
+    prediction = sitk.GetArrayFromImage(translate_image(source_image, model, device="cpu")).astype(np.float64)
+    source = sitk.GetArrayFromImage(source_image).astype(np.float64)
+    reference = sitk.GetArrayFromImage(read_volume(target_path)).astype(np.float64)
+    images = comparable(source, prediction, reference, model.card.target_modality == "CT")
+    mask = head_mask(images["reference"])
+    scores = {name: compare(images[name], images["reference"], mask)
+              for name in ("model", "identity", "histogram_matching")}
+    return scores, {"input": source, "output": prediction, "reference": reference}
+
+
+def mean_scores(per_case: List[Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
+    return {name: {m: float(np.mean([case[name][m] for case in per_case])) for m in METRICS}
+            for name in ("model", "identity", "histogram_matching")}
+
+
+def beats_baselines(mean: Dict[str, Dict[str, float]]) -> List[str]:
+    """The metrics on which the model fails to beat a baseline (empty: it ships)."""
+    failures = []
+    for baseline in ("identity", "histogram_matching"):
+        if mean["model"]["mae"] >= mean[baseline]["mae"]:
+            failures.append(f"MAE vs {baseline}")
+        for metric in ("psnr", "ssim"):
+            if mean["model"][metric] <= mean[baseline][metric]:
+                failures.append(f"{metric.upper()} vs {baseline}")
+    return failures
+
+
+def _display(values: np.ndarray, modality: str) -> np.ndarray:
+    if modality == "CT":
+        low, high = CT_DISPLAY
+    else:
+        low, high = _percentiles(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def grid_png(rows: List[Tuple[str, Dict[str, Optional[np.ndarray]]]], card: ModelCard, path: Path) -> None:
+    """One row per case: the middle axial slice of input / output / reference, shown superior-up."""
+    tiles, scale = [], 2
+    for label, volumes in rows:
+        middle = volumes["input"].shape[0] // 2
+        cells = []
+        for role, modality in (("input", card.source_modality), ("output", card.target_modality),
+                               ("reference", card.target_modality)):
+            volume = volumes.get(role)
+            cell = (np.zeros(volumes["input"].shape[1:]) if volume is None
+                    else _display(volume, modality)[middle])
+            cells.append(np.flipud(cell))  # rows run posterior->anterior in the array; show anterior up
+        tiles.append((label, np.concatenate(cells, axis=1)))
+    width = max(t.shape[1] for _, t in tiles) * scale
+    height = sum(t.shape[0] * scale + 14 for _, t in tiles) + 16
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 2), f"{card.id}: input ({card.source_modality}) | output | reference ({card.target_modality})",
+              fill=255)
+    top = 16
+    for label, tile in tiles:
+        draw.text((4, top), label, fill=200)
+        image = Image.fromarray((tile * 255).astype(np.uint8)).resize((tile.shape[1] * scale, tile.shape[0] * scale))
+        canvas.paste(image, (0, top + 14))
+        top += tile.shape[0] * scale + 14
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def update_card(package: Path, metrics: Dict[str, Any], training: Dict[str, Any]) -> None:
+    """Rewrite model.json with the held-out metrics (the weights and their hashes are unchanged)."""
+    data = json.loads((package / CARD_FILE).read_text(encoding="utf-8"))
+    data["metrics"] = metrics
+    data["training"] = {**data["training"], **training}
+    data["warnings"] = [w for w in data.get("warnings", [])
+                        if "no metrics" not in w and "held-out validation of the inverse" not in w]
+    if not data["warnings"]:
+        del data["warnings"]
+    text = ModelCard.from_dict(data).to_json()
+    temporary = package / (CARD_FILE + ".partial")
+    temporary.write_text(text + "\n", encoding="utf-8")
+    temporary.replace(package / CARD_FILE)
+
+
+def training_notes(model: ShippedModel) -> Dict[str, Any]:
+    dataset = json.loads((DATA / "dataset.json").read_text(encoding="utf-8"))
+    kinds = {"real": 0, "sim": 0}
+    for subject in dataset["plan"]:
+        if subject["split"] == "train":
+            kinds[subject["kind"]] += 1
+    return {
+        "data": ("SPM templates from PyPI spm-runtime-R2025b==25.1.2.post4 (GPL-2): avg152T1/T2/PD (ICBM152 "
+                 "averages of real scans), OldNorm PET (average real PET), TPM tissue probability maps; "
+                 "prepared by Training/data/prepare_shipped_data.py"),
+        "simulation": ("each training subject is a random in-plane affine + elastic warp of the 2 mm MNI anatomy; "
+                       f"{kinds['real']} subjects use the real templates (pseudo-CT from TPM with random HU per "
+                       f"tissue), {kinds['sim']} are simulated from TPM (spin-echo MR with BrainWeb relaxation "
+                       "times jittered 10 %, FDG-like PET with random uptake and 5-8 mm PSF). Inputs randomised: "
+                       "random spin-echo TR/TE for simulated T1, gamma, bias field, Rician noise, thick-slice "
+                       "blur; CT noise/blur; PET count noise; rigid motion in k-space (1-4 moves, up to 4 deg and "
+                       "4 mm); low-count PET by Poisson thinning to 4-20 % of 300-1000 counts. The GPU run read "
+                       "TPM resampled to 2 mm and stored as 8-bit probabilities."),
+        "split": (f"training: {dataset['subjects']} warped subjects with the axial slab z = 35..55 removed; held "
+                  f"out: that slab (z = {dataset['held_out_slab_z'][0]}..{dataset['held_out_slab_z'][1] - 1}) of "
+                  "the unwarped templates and of fresh warped/simulated subjects"
+                  + (", and the whole Colin27 head (never used in training)" if model.extra_tests else "")),
+        "rebuild": "Training/build_shipped_models.py all",
+    }
+
+
+def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
+    package = MODELS / model.id
+    loaded = load_package(package)
+    per_case, rows = [], []
+    for case, source, target in test_cases(model):
+        scores, volumes = evaluate_case(loaded, source, target)
+        per_case.append({"case": case, "group": GROUPS[group_of(case)], **scores})
+        rows.append((f"{case}: {GROUPS[group_of(case)]}", volumes))
+    unseen = DATA / "test_colin27" / "t1" / "colin27.nii.gz"
+    if model.source in ("t1", "t1_in") and unseen.is_file():  # a real single subject, no reference
+        image = read_volume(unseen)
+        output = sitk.GetArrayFromImage(translate_image(image, loaded, device="cpu")).astype(np.float64)
+        rows.append(("colin27 (real single subject, no reference)",
+                     {"input": sitk.GetArrayFromImage(image).astype(np.float64)[38:53], "output": output[38:53],
+                      "reference": None}))
+    mean = mean_scores(per_case)
+    by_group = {GROUPS[g]: mean_scores([c for c in per_case if group_of(c["case"]) == g])
+                for g in GROUPS if any(group_of(c["case"]) == g for c in per_case)}
+    failures = beats_baselines(mean)
+    units = "HU" if loaded.card.target_modality == "CT" else "each image scaled by its own 0.5/99.5 percentiles to 0/1"
+    metrics = {
+        "held_out": "axial slab z = 38..52 of held-out subjects (never in training), head mask of the reference"
+                    + ("; plus the whole Colin27 head" if model.extra_tests else ""),
+        "units": units,
+        "cases": len(per_case),
+        "model": mean["model"],
+        "baseline_identity": mean["identity"],
+        "baseline_histogram_matching": mean["histogram_matching"],
+        "by_group": by_group,
+        "beats_baselines": not failures,
+    }
+    grid_png(rows, loaded.card, RESULTS / f"{model.id}.png")
+    result = {"id": model.id, "card": loaded.card.to_dict(), "metrics": metrics, "per_case": per_case,
+              "failures": failures}
+    if failures:
+        shutil.rmtree(package)
+        print(f"NOT SHIPPED {model.id}: does not beat {', '.join(failures)}")
+    else:
+        update_card(package, metrics, training_notes(model))
+        print(f"shipped {model.id}: SSIM {mean['model']['ssim']:.3f} (identity {mean['identity']['ssim']:.3f}, "
+              f"histogram matching {mean['histogram_matching']['ssim']:.3f})")
+    return result
+
+
+def readme_table(results: List[Dict[str, Any]]) -> str:
+    lines = ["| model | task | method | held-out cases | units | MAE model / identity / hist. | "
+             "PSNR dB model / identity / hist. | SSIM model / identity / hist. | shipped |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        card, m = result["card"], result["metrics"]
+        cells = []
+        for metric, digits in (("mae", 3 if m["units"] != "HU" else 1), ("psnr", 1), ("ssim", 3)):
+            values = [m[k][metric] for k in ("model", "baseline_identity", "baseline_histogram_matching")]
+            cells.append(" / ".join(f"{v:.{digits}f}" for v in values))
+        units = "HU" if m["units"] == "HU" else "0-1"
+        lines.append(f"| `{card['id']}` | {card['source_modality']} → {card['target_modality']} ({card['task']}) | "
+                     f"{card['training']['method']} | {m['cases']} | {units} | {' | '.join(cells)} | "
+                     f"{'yes' if not result['failures'] else 'no: ' + ', '.join(result['failures'])} |")
+    lines.append("")
+    for result in results:
+        lines.append(f"![{result['id']}](results/shipped/{result['id']}.png)")
+    return "\n".join(lines)
+
+
+def write_readme_table(table: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+    README.write_text(text[:start] + "\n" + table + "\n" + text[end:], encoding="utf-8")
+
+
+def evaluate_all() -> int:
+    results = [evaluate_model(model) for model in SHIPPED if (MODELS / model.id).is_dir()]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_readme_table(readme_table(results))
+    return 1 if any(r["failures"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(evaluate_all())

@@ -1,0 +1,48 @@
+"""The catalogue of shipped models: which config trains each, how it is exported, what it is tested on.
+
+Volume kinds name the folders of Training/data/prepare_shipped_data.py (OUT/{train,test}/<kind>/).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "Training" / "configs" / "shipped"
+DATA = REPO / "Training" / "data" / "shipped"
+RUNS = REPO / "runs" / "shipped"
+MODELS = REPO / "MedTranslateLib" / "models"
+RESULTS = REPO / "Training" / "results" / "shipped"
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """One bundled package: trained by `run` (a config in CONFIGS), tested on test/<source> -> test/<target>."""
+
+    id: str
+    run: str
+    source: str
+    target: str
+    reverse: bool = False                 # CycleGAN: export the inverse generator
+    extra_tests: Tuple[str, ...] = ()     # further test folders (OUT/<name>/<source|target>/)
+
+    @property
+    def config(self) -> Path:
+        return CONFIGS / f"{self.run}.toml"
+
+
+SHIPPED: Tuple[ShippedModel, ...] = (
+    ShippedModel("mr-t1-to-t2-cyclegan", "mr-t1-t2-cyclegan", "t1", "t2"),
+    ShippedModel("mr-t2-to-t1-cyclegan", "mr-t1-t2-cyclegan", "t2", "t1", reverse=True),
+    ShippedModel("mr-t1-to-t2-pix2pix", "mr-t1-to-t2-pix2pix", "t1_in", "t2"),
+    ShippedModel("mr-t1-to-pd-pix2pix", "mr-t1-to-pd-pix2pix", "t1_in", "pd"),
+    ShippedModel("ct-to-mr-t1-unet-l2", "ct-to-mr-t1-unet-l2", "ct_in", "t1"),
+    ShippedModel("mr-t1-to-ct-pix2pix", "mr-t1-to-ct-pix2pix", "t1_in", "ct"),
+    ShippedModel("pet-to-ct-medgan", "pet-to-ct-medgan", "pet_in", "ct"),
+    ShippedModel("mr-t1-motion-correction-medgan", "mr-t1-motion-correction-medgan", "t1_motion", "t1",
+                 extra_tests=("test_colin27",)),
+    ShippedModel("pet-denoising-medgan", "pet-denoising-medgan", "pet_low", "pet_full"),
+)
+
+RUN_NAMES: Tuple[str, ...] = tuple(dict.fromkeys(model.run for model in SHIPPED))
