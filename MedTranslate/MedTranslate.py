@@ -580,7 +580,7 @@ class MedTranslateLogic(ScriptedLoadableModuleLogic):
     """Thin: everything it does is MedTranslateLib's. Usable without the widget (scripts, tests):
 
         logic = MedTranslateLogic()
-        output = logic.translate(slicer.util.getNode("T1"), "mr-t1-to-t2-unet-demo")
+        output = logic.translate(slicer.util.getNode("T1"), "mr-t1-to-t2-pix2pix")
     """
 
     def __init__(self) -> None:

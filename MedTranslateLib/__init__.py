@@ -1,7 +1,7 @@
 """MedTranslate: translate medical volumes between modalities, geometry-exact.
 
     import MedTranslateLib as mt
-    model = mt.load_model("mr-t1-to-t2-unet-demo")
+    model = mt.load_model("mr-t1-to-t2-pix2pix")
     out = mt.translate_image(sitk_image, model, device="auto")
 """
 from __future__ import annotations

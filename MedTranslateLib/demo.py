@@ -1,4 +1,4 @@
-"""`medtranslate demo`: translate the bundled sample with the bundled demo model, write a PNG preview."""
+"""`medtranslate demo`: translate the bundled sample with a shipped model (T1 -> T2, pix2pix), write a PNG preview."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +11,7 @@ from .translate import translate_file
 from .volume import read_volume
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "colin27_t1_2mm.nii.gz"
-DEMO_MODEL = "mr-t1-to-t2-unet-demo"
+DEMO_MODEL = "mr-t1-to-t2-pix2pix"
 
 
 @dataclass(frozen=True)

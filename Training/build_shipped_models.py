@@ -63,20 +63,34 @@ def train(runs: Dict[str, List[str]], parallel: int, resume: bool = False, logs:
         raise SystemExit(f"training failed: {', '.join(failed)} (see runs/shipped/<run>.log)")
 
 
+SAFETY = 0.8
+
+
 def steps_for_budget(runs: List[str], parallel: int, overrides: List[str], seconds: float) -> Dict[str, int]:
-    """Time 200 steps of every run (all at once, as they will train) and return the steps that fill `seconds`."""
+    """Time 200 steps of every run (all at once, as they will train) and return the steps that fill `seconds`.
+
+    Rates are measured while every run is still going (the fastest stops first) and discounted by SAFETY
+    for validation, checkpoints and data loading.
+    """
     calibration = RUNS / "calibration"
     train({run: overrides + ["optim.steps=200", f"train.out_dir={calibration / run}", "train.val_every=0",
                              "train.checkpoint_every=0", "train.log_every=50"] for run in runs},
           parallel, logs=calibration)
-    steps = {}
+    rows = {}
     for run in runs:
         with open(calibration / run / "losses.csv", encoding="utf-8") as stream:
-            rows = list(csv.DictReader(stream))
-        first, last = rows[len(rows) // 4], rows[-1]  # skip the warm-up steps
-        rate = (int(last["step"]) - int(first["step"])) / max(float(last["elapsed_s"]) - float(first["elapsed_s"]), 1e-6)
-        steps[run] = max(200, int(rate * seconds) // 100 * 100)
-        print(f"{run}: {rate:.1f} steps/s with {parallel} runs at once -> {steps[run]} steps", flush=True)
+            rows[run] = [(int(r["step"]), float(r["elapsed_s"])) for r in csv.DictReader(stream)]
+    together = min(run_rows[-1][1] for run_rows in rows.values())  # every run was still going until then
+    steps = {}
+    for run in runs:
+        window = [row for row in rows[run] if row[1] <= together]
+        if len(window) < 8:  # this run had barely started when the fastest stopped: use all its steps
+            window = rows[run]
+        (first_step, first_time), (last_step, last_time) = window[len(window) // 4], window[-1]
+        rate = (last_step - first_step) / max(last_time - first_time, 1e-6)
+        steps[run] = max(200, int(SAFETY * rate * seconds) // 100 * 100)
+        print(f"{run}: {rate:.1f} steps/s with {min(parallel, len(runs))} runs at once -> {steps[run]} steps",
+              flush=True)
     shutil.rmtree(calibration, ignore_errors=True)
     return steps
 
@@ -88,10 +102,10 @@ def latest_checkpoint(run: str) -> Path:
     return found[-1]
 
 
-def export() -> None:
+def export(runs: List[str]) -> None:
     from MedTranslateLib.training.export import export_checkpoint
 
-    for model in SHIPPED:
+    for model in (m for m in SHIPPED if m.run in runs):
         card = export_checkpoint(latest_checkpoint(model.run), MODELS / model.id, model.id, reverse=model.reverse)
         print(f"exported {card.id} (step {card.training['steps']})")
 
@@ -120,7 +134,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                               f"train.val_every={steps // 4}", f"train.checkpoint_every={steps // 4}"]
         train(runs, args.parallel, args.resume)
     if args.stage in ("all", "export"):
-        export()
+        export(args.only)
     if args.stage in ("all", "evaluate"):
         from evaluate_shipped_models import evaluate_all
         return evaluate_all()

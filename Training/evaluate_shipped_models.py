@@ -32,6 +32,8 @@ from skimage.exposure import match_histograms
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
+sys.path.insert(0, str(REPO / "Training" / "data"))
+from prepare_shipped_data import MOTION, SLAB  # noqa: E402
 from shipped_models import DATA, MODELS, RESULTS, SHIPPED, ShippedModel  # noqa: E402
 
 from MedTranslateLib.card import ModelCard  # noqa: E402
@@ -185,8 +187,10 @@ def training_notes(model: ShippedModel) -> Dict[str, Any]:
                        f"tissue), {kinds['sim']} are simulated from TPM (spin-echo MR with BrainWeb relaxation "
                        "times jittered 10 %, FDG-like PET with random uptake and 5-8 mm PSF). Inputs randomised: "
                        "random spin-echo TR/TE for simulated T1, gamma, bias field, Rician noise, thick-slice "
-                       "blur; CT noise/blur; PET count noise; rigid motion in k-space (1-4 moves, up to 4 deg and "
-                       "4 mm); low-count PET by Poisson thinning to 4-20 % of 300-1000 counts. The GPU run read "
+                       "blur; CT noise/blur; PET count noise; rigid motion in k-space (2-6 moves, up to "
+                       f"{MOTION['max_rotation_deg']:.0f} deg and {2 * MOTION['max_shift_voxels']:.0f} mm); "
+                       "low-count PET "
+                       "by Poisson thinning to 4-20 % of 300-1000 counts. The GPU run read "
                        "TPM resampled to 2 mm and stored as 8-bit probabilities."),
         "split": (f"training: {dataset['subjects']} warped subjects with the axial slab z = 35..55 removed; held "
                   f"out: that slab (z = {dataset['held_out_slab_z'][0]}..{dataset['held_out_slab_z'][1] - 1}) of "
@@ -209,7 +213,8 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
         image = read_volume(unseen)
         output = sitk.GetArrayFromImage(translate_image(image, loaded, device="cpu")).astype(np.float64)
         rows.append(("colin27 (real single subject, no reference)",
-                     {"input": sitk.GetArrayFromImage(image).astype(np.float64)[38:53], "output": output[38:53],
+                     {"input": sitk.GetArrayFromImage(image).astype(np.float64)[SLAB[0]:SLAB[1]],
+                      "output": output[SLAB[0]:SLAB[1]],
                       "reference": None}))
     mean = mean_scores(per_case)
     by_group = {GROUPS[g]: mean_scores([c for c in per_case if group_of(c["case"]) == g])

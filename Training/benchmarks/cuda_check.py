@@ -66,7 +66,7 @@ def main() -> int:
     report: Dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
                               "python": platform.python_version(), "auto_device": "cuda", "runs": {}}
     volume = grid_volume(t1, (256, 256, 180), (0.86, 0.86, 1.1))
-    networks = {"demo-unet": load_model("mr-t1-to-t2-unet-demo"),
+    networks = {"demo-unet": load_model("mr-t1-to-t2-unet-demo"),  # the demo model of the time (since replaced)
                 "resnet-9-w64": random_model({"name": "resnet", "width": 64, "n_blocks": 9}, [0.86, 0.86]),
                 "unet-pix2pix-256": random_model({"name": "unet", "variant": "pix2pix", "num_downs": 8},
                                                  [0.86, 0.86])}

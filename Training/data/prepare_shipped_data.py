@@ -20,7 +20,7 @@ head (`single_subj_T1`, a real single subject never used in training) for motion
     python Training/data/prepare_shipped_data.py [--out Training/data/shipped] [--subjects 32] [--workers 2]
 
 Layout: OUT/{train,test}/<volume kind>/<name>.nii.gz, e.g. train/t1_in/sim03_inf.nii.gz; train/cyclegan_t1
-and train/cyclegan_t2 hold T1 and T2 of disjoint subjects (unpaired).
+and train/cyclegan_t2 hold T1 and T2 of disjoint real-template subjects (unpaired).
 """
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ TEMPLATES = {"t1": "canonical/avg152T1.nii", "t2": "canonical/avg152T2.nii", "pd
 TPM = "tpm/TPM.nii"
 DEFAULT_OUT = REPO / "Training" / "data" / "shipped"
 MR_KINDS = ("t1", "t2", "pd")
+MOTION = {"max_rotation_deg": 8.0, "max_shift_voxels": 4.0}  # up to 8 degrees and 8 mm between moves
 
 
 def _source_path(spm: Path, name: str) -> str:
@@ -134,7 +135,7 @@ def input_volumes(kind: str, clean: Dict[str, np.ndarray], extra: Dict, rng: np.
         pet = simulate.blur_resolution(pet, (rng.uniform(0.0, 1.5),) * 3)
         pet = simulate.poisson_counts(pet, float(rng.uniform(100.0, 1000.0)), rng)
     out["pet_in"] = pet.astype(np.float32)
-    events = simulate.random_motion(rng, int(rng.integers(1, 5)))
+    events = simulate.random_motion(rng, int(rng.integers(2, 7)), **MOTION)
     moved = simulate.kspace_motion(clean["t1"], events, phase_axis=int(rng.integers(0, 2)))
     out["t1_motion"] = simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)
     full = simulate.poisson_counts(clean["pet"], float(rng.uniform(300.0, 1000.0)), rng)
@@ -171,7 +172,7 @@ def make_subject(task: Tuple[str, str, int, str, Path, Path]) -> str:
         stem = f"{name}_{part}" if part else name
         for key, volume in volumes.items():
             _write(volume, grid, z_range, out / split / key / f"{stem}.nii.gz")
-        if split == "train":  # unpaired CycleGAN pools: T1 from even subjects, T2 from odd ones
+        if split == "train" and kind == "real":  # unpaired CycleGAN pools: T1 of even subjects, T2 of odd ones
             pool = "cyclegan_t1" if seed % 2 == 0 else "cyclegan_t2"
             key = "t1" if pool == "cyclegan_t1" else "t2"
             _write(volumes[key], grid, z_range, out / split / pool / f"{stem}.nii.gz")
@@ -183,7 +184,7 @@ def make_colin27(spm: Path, out: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
     grid, arrays, _ = load_sources(spm)
     clean = arrays["colin27"]
-    moved = simulate.kspace_motion(clean, simulate.random_motion(rng, 3), phase_axis=0)
+    moved = simulate.kspace_motion(clean, simulate.random_motion(rng, 4, **MOTION), phase_axis=0)
     moved = simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)
     for key, volume in (("t1", clean), ("t1_motion", moved)):
         _write(volume, grid, (0, clean.shape[0]), out / "test_colin27" / key / "colin27.nii.gz")
