@@ -25,6 +25,7 @@ and train/cyclegan_t2 hold T1 and T2 of disjoint real-template subjects (unpaire
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -59,8 +60,12 @@ def _source_path(spm: Path, name: str) -> str:
     return str(path if path.is_file() else path.with_name(path.name + ".gz"))
 
 
+@functools.lru_cache(maxsize=1)
 def load_sources(spm: Path) -> Tuple[sitk.Image, Dict[str, np.ndarray], np.ndarray]:
-    """The 2 mm grid, the real templates as (Z, Y, X) float32, and TPM resampled onto it as (6, Z, Y, X)."""
+    """The 2 mm grid, the real templates as (Z, Y, X) float32, and TPM resampled onto it as (6, Z, Y, X).
+
+    Read once per process (cached); callers treat the arrays as read-only.
+    """
     images = {key: sitk.ReadImage(_source_path(spm, name), sitk.sitkFloat32) for key, name in TEMPLATES.items()}
     grid = images["t1"]
     arrays = {key: sitk.GetArrayFromImage(image) for key, image in images.items()}
