@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .device import autocast_dtype
-from .networks import size_multiple
+from .networks import fold_batch_norms, size_multiple
 from .progress import ProgressCallback, check_cancel, report
 
 ArrayMap = Callable[[np.ndarray], np.ndarray]
@@ -72,7 +72,7 @@ class SliceEngine:
         self.compiled_unproven = options.compile
 
     def _prepare(self, network: torch.nn.Module, compile: Optional[bool] = None) -> Any:
-        network = network.eval().to(self.device)
+        network = fold_batch_norms(network.eval()).to(self.device)
         if self.options.channels_last:
             network = network.to(memory_format=torch.channels_last)
         if self.options.compile if compile is None else compile:

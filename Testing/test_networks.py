@@ -15,6 +15,7 @@ from MedTranslateLib.networks import (
     ResnetGenerator,
     UNetGenerator,
     build_network,
+    fold_batch_norms,
     make_norm,
     receptive_field,
     size_multiple,
@@ -104,6 +105,8 @@ def test_constructor_value_errors() -> None:
         ClassicUNet(final_activation="relu")
     with pytest.raises(ValueError, match="n_blocks"):
         CasNet(n_blocks=0)
+    with pytest.raises(ValueError, match="residual CasNet needs out_channels 1"):
+        CasNet(out_channels=2, residual=True)
     with pytest.raises(ValueError, match="n_layers"):
         PatchDiscriminator(n_layers=0)
     with pytest.raises(ValueError, match="norm 'group'"):
@@ -255,6 +258,7 @@ BAD_SPECS = [
     ({"name": "resnet", "width": 64.0}, r"argument 'width' of architecture 'resnet' must be an integer"),
     ({"name": "patchgan", "n_layers": True}, r"argument 'n_layers' of architecture 'patchgan' must be an integer"),
     ({"name": "casnet", "dropout": "0.5"}, r"argument 'dropout' of architecture 'casnet' must be a number"),
+    ({"name": "casnet", "residual": 1}, r"argument 'residual' of architecture 'casnet' must be true or false"),
     ({"name": "unet", "norm": 1}, r"argument 'norm' of architecture 'unet/pix2pix' must be a string"),
     ({"name": "resnet", "norm": "group"}, r"unknown norm 'group'"),
 ]
@@ -274,3 +278,52 @@ def test_factory_rejects_non_dict_spec() -> None:
 def test_build_network_defaults_are_the_constructors() -> None:
     net = build_network({"name": "resnet"}, in_channels=1)
     assert sum(p.numel() for p in net.parameters()) == 11_365_633
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_residual_casnet_starts_as_identity_and_learns_the_correction(in_channels: int) -> None:
+    torch.manual_seed(0)
+    net = build_network({"name": "casnet", "n_blocks": 2, "width": 4, "num_downs": 4, "residual": True},
+                        in_channels=in_channels)
+    x = torch.rand(2, in_channels, 32, 48) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(net(x), x[:, in_channels // 2 : in_channels // 2 + 1])
+    target = x[:, in_channels // 2 : in_channels // 2 + 1] * 0.5
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        loss = (net(x) - target).abs().mean()
+        first = loss.item() if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.75 * first
+    assert not torch.equal(net.blocks[-1].final_conv().weight, torch.zeros_like(net.blocks[-1].final_conv().weight))
+
+
+@pytest.mark.parametrize("spec", [
+    {"name": "unet", "variant": "pix2pix", "width": 4, "num_downs": 5, "norm": "batch"},
+    {"name": "unet", "variant": "classic", "width": 4, "depth": 3, "norm": "batch"},
+    {"name": "casnet", "n_blocks": 2, "width": 4, "num_downs": 4, "norm": "batch", "residual": True},
+])
+def test_folding_batch_norms_keeps_the_output_and_the_original(spec: dict) -> None:
+    torch.manual_seed(0)
+    net = build_network(spec, in_channels=1).eval()
+    for module in net.modules():  # trained-looking statistics, not the identity defaults
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    folded = fold_batch_norms(net)
+    assert folded is not net and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_folding_leaves_networks_without_batch_norm_alone() -> None:
+    net = build_network({"name": "resnet", "width": 4, "n_blocks": 1, "norm": "instance"}, in_channels=1)
+    assert fold_batch_norms(net) is net

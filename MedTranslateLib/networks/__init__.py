@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .casnet import CasNet
 from .factory import ARCHITECTURES, build_network, size_multiple
+from .fusion import fold_batch_norms
 from .norm import NORM_KINDS, make_norm
 from .patchgan import PatchDiscriminator, receptive_field
 from .resnet import ResnetGenerator
@@ -17,6 +18,7 @@ __all__ = [
     "ResnetGenerator",
     "UNetGenerator",
     "build_network",
+    "fold_batch_norms",
     "make_norm",
     "receptive_field",
     "size_multiple",

@@ -13,6 +13,12 @@ class CasNet(nn.Module):
     Block 1 maps in_channels -> out_channels; each following block maps
     out_channels -> out_channels, refining the previous block's output image.
     H and W must be multiples of `size_multiple` = 2**num_downs.
+
+    `residual` (for same-modality tasks: denoising, artefact correction) adds the input's
+    centre channel (in_channels // 2, the slice itself when neighbours give context) to the
+    cascade's output, so the network learns only the correction; the output then lies in
+    [-2, 2] and is not clamped. The last block's final transposed conv starts at zero, so an
+    untrained residual CasNet returns its input. Needs out_channels 1.
     """
 
     def __init__(
@@ -24,10 +30,15 @@ class CasNet(nn.Module):
         num_downs: int = 8,
         norm: str = "batch",
         dropout: float = 0.0,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if n_blocks < 1:
             raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
+        if residual and out_channels != 1:
+            raise ValueError(f"a residual CasNet needs out_channels 1, got {out_channels}")
+        self.residual = residual
+        self.centre = in_channels // 2
         self.size_multiple = 2**num_downs
         self.blocks = nn.Sequential(
             *(
@@ -42,7 +53,13 @@ class CasNet(nn.Module):
                 for i in range(n_blocks)
             )
         )
+        if residual:
+            final_conv = self.blocks[-1].final_conv()
+            nn.init.zeros_(final_conv.weight)
+            nn.init.zeros_(final_conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B,in_channels,H,W) -> (B,out_channels,H,W), H and W multiples of 2**num_downs."""
+        if self.residual:
+            return x[:, self.centre : self.centre + 1] + self.blocks(x)
         return self.blocks(x)

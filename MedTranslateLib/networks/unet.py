@@ -100,6 +100,10 @@ class UNetGenerator(nn.Module):
         """(B,in_channels,H,W) -> (B,out_channels,H,W), H and W multiples of 2**num_downs."""
         return self.model(x)
 
+    def final_conv(self) -> nn.ConvTranspose2d:
+        """The outermost transposed conv, whose output the final Tanh squashes."""
+        return self.model.model[3]
+
 
 class DoubleConv(nn.Sequential):
     """Two 3x3 convs (stride 1, padding 1), each followed by norm and ReLU; (B,in,H,W) -> (B,out,H,W)."""
