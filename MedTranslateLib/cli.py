@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--id", default=None, help="model id (default: the config's model.id)")
     export.add_argument("--reverse", action="store_true",
                         help="CycleGAN: export the inverse generator (target -> source) as the model")
+    export.add_argument("--no-inverse", dest="with_inverse", action="store_false",
+                        help="CycleGAN: leave the other direction's generator out of the package")
 
     demo = commands.add_parser("demo", help="translate the bundled sample with the bundled model")
     demo.add_argument("--out", default="demo_output", help="folder for the result and its preview")
@@ -180,7 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .training.export import run_export_command
 
-    return run_export_command(args.checkpoint, args.outdir, args.id, args.reverse)
+    return run_export_command(args.checkpoint, args.outdir, args.id, args.reverse, args.with_inverse)
 
 
 COMMANDS: Dict[str, Command] = {"translate": cmd_translate, "models": cmd_models, "info": cmd_info,

@@ -314,6 +314,17 @@ def test_cyclegan_reverse_export_swaps_directions(slabs, tmp_path, tmp_path_fact
         torch.testing.assert_close(tensor.float(), state["G"][name].float(), atol=2e-3, rtol=1e-3)
 
 
+def test_cyclegan_export_without_inverse_holds_one_generator(slabs, tmp_path, tmp_path_factory):
+    run = overfit_run("cyclegan", slabs, tmp_path_factory)
+    card = export_checkpoint(run.checkpoint, tmp_path / "one", reverse=True, with_inverse=False)
+    assert card.inverse_weights_sha256 is None and not (tmp_path / "one" / "inverse_weights.safetensors").exists()
+    model = load_package(tmp_path / "one")
+    assert model.inverse_network is None
+    state = load_checkpoint(run.checkpoint)["networks"]
+    for name, tensor in model.network.state_dict().items():
+        torch.testing.assert_close(tensor.float(), state["F"][name].float(), atol=2e-3, rtol=1e-3)
+
+
 def test_reverse_export_needs_an_inverse_generator(slabs, tmp_path_factory, tmp_path):
     run = overfit_run("unet_l2", slabs, tmp_path_factory)
     with pytest.raises(InputError, match="no inverse generator"):

@@ -23,11 +23,14 @@ RECIPE_TITLES = {"cyclegan": "CycleGAN (Zhu et al. 2017)", "pix2pix": "pix2pix (
 
 
 def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
-                      model_id: Optional[str] = None, reverse: bool = False) -> ModelCard:
+                      model_id: Optional[str] = None, reverse: bool = False,
+                      with_inverse: bool = True) -> ModelCard:
     """Write the model package of `checkpoint` to `out_dir` (replacing a package there); returns its card.
 
     `reverse` exports a CycleGAN's inverse generator as the model (target -> source), the forward one as its
     inverse; the card's modalities and intensity mappings are swapped and the forward validation dropped.
+    `with_inverse` False leaves a CycleGAN's inverse generator out of the package (half the size, for when
+    each direction ships as its own package).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / CARD_FILE).is_file())):
@@ -40,7 +43,7 @@ def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
     names = tuple(reversed(recipe.exports)) if reverse else recipe.exports
     network = _network(config.model.generator, config.in_channels, state, names[0], checkpoint)
     inverse = None
-    if names[1]:
+    if names[1] and with_inverse:
         inverse = _network(config.model.generator, config.in_channels, state, names[1], checkpoint)
     fields = card_fields(state, config, model_id)
     if reverse:
@@ -149,8 +152,9 @@ def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = No
     return fields
 
 
-def run_export_command(checkpoint: str, out_dir: str, model_id: Optional[str], reverse: bool = False) -> int:
-    card = export_checkpoint(checkpoint, out_dir, model_id, reverse)
+def run_export_command(checkpoint: str, out_dir: str, model_id: Optional[str], reverse: bool = False,
+                       with_inverse: bool = True) -> int:
+    card = export_checkpoint(checkpoint, out_dir, model_id, reverse, with_inverse)
     inverse = " (with its inverse generator)" if card.inverse_weights_sha256 else ""
     print(f"wrote {out_dir}: model {card.id}{inverse}")
     return 0

@@ -146,6 +146,22 @@ class Recipe:
         self.context.scaler.step(optimizer)
         optimizer.zero_grad(set_to_none=True)
 
+    def conditional_discriminator_step(self, gan: Any, source: torch.Tensor, fake: torch.Tensor,
+                                       target: torch.Tensor) -> torch.Tensor:
+        """One update of the conditional discriminator "D" (pix2pix, MedGAN); returns its loss.
+
+        D sees (source, image) pairs concatenated along channels, (B, C+1, H, W): the generator's `fake`
+        (detached) as false, the real `target` as true; the loss is halved, as in pix2pix.
+        """
+        set_requires_grad([self.networks["D"]], True)
+        with self.autocast():
+            wrapped = self.run("D")
+            loss_d = 0.5 * (gan(wrapped(torch.cat([source, fake.detach()], 1)), False)
+                            + gan(wrapped(torch.cat([source, target], 1)), True))
+        self.backward(loss_d)
+        self.step(self.optimizers["D"])
+        return loss_d
+
     @staticmethod
     def report(**losses: torch.Tensor) -> Dict[str, float]:
         """Tensors -> floats with one device synchronisation."""

@@ -91,13 +91,7 @@ class MedGAN(Recipe):
 
         discriminator = self.networks["D"]
         if step % options.d_every == 0:
-            set_requires_grad([discriminator], True)
-            with self.autocast():
-                wrapped = self.run("D")
-                loss_d = 0.5 * (self.gan(wrapped(torch.cat([source, fake.detach()], 1)), False)
-                                + self.gan(wrapped(torch.cat([source, target], 1)), True))
-            self.backward(loss_d)
-            self.step(self.optimizers["D"])
+            loss_d = self.conditional_discriminator_step(self.gan, source, fake, target)
             self.last_d = float(loss_d.detach())
 
         set_requires_grad([discriminator], False)

@@ -43,13 +43,7 @@ class Pix2Pix(Recipe):
             fake = self.run("G")(source)
 
         discriminator = self.networks["D"]
-        set_requires_grad([discriminator], True)
-        with self.autocast():
-            wrapped = self.run("D")
-            loss_d = 0.5 * (self.gan(wrapped(torch.cat([source, fake.detach()], 1)), False)
-                            + self.gan(wrapped(torch.cat([source, target], 1)), True))
-        self.backward(loss_d)
-        self.step(self.optimizers["D"])
+        loss_d = self.conditional_discriminator_step(self.gan, source, fake, target)
 
         set_requires_grad([discriminator], False)
         with self.autocast():
