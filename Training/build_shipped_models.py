@@ -106,7 +106,8 @@ def export(runs: List[str]) -> None:
     from MedTranslateLib.training.export import export_checkpoint
 
     for model in (m for m in SHIPPED if m.run in runs):
-        card = export_checkpoint(latest_checkpoint(model.run), MODELS / model.id, model.id, reverse=model.reverse)
+        card = export_checkpoint(latest_checkpoint(model.run), MODELS / model.id, model.id, reverse=model.reverse,
+                                 with_inverse=False)  # each direction ships as its own package
         print(f"exported {card.id} (step {card.training['steps']})")
 
 

@@ -172,7 +172,15 @@ def update_card(package: Path, metrics: Dict[str, Any], training: Dict[str, Any]
     temporary.replace(package / CARD_FILE)
 
 
-def training_notes(model: ShippedModel) -> Dict[str, Any]:
+def _hardware_note(hardware: str) -> str:
+    """What differed between the project's GPU runs (data prepared on the lent machine) and its CPU runs."""
+    if hardware.startswith("CPU"):
+        return ("Trained on the 2-core CPU of the development machine: compact network, 128 px crops at 2 mm; "
+                "TPM read at full precision.")
+    return "The GPU run read TPM resampled to 2 mm and stored as 8-bit probabilities."
+
+
+def training_notes(model: ShippedModel, hardware: str) -> Dict[str, Any]:
     dataset = json.loads((DATA / "dataset.json").read_text(encoding="utf-8"))
     kinds = {"real": 0, "sim": 0}
     for subject in dataset["plan"]:
@@ -190,8 +198,7 @@ def training_notes(model: ShippedModel) -> Dict[str, Any]:
                        "blur; CT noise/blur; PET count noise; rigid motion in k-space (2-6 moves, up to "
                        f"{MOTION['max_rotation_deg']:.0f} deg and {2 * MOTION['max_shift_voxels']:.0f} mm); "
                        "low-count PET "
-                       "by Poisson thinning to 4-20 % of 300-1000 counts. The GPU run read "
-                       "TPM resampled to 2 mm and stored as 8-bit probabilities."),
+                       "by Poisson thinning to 4-20 % of 300-1000 counts. " + _hardware_note(hardware)),
         "split": (f"training: {dataset['subjects']} warped subjects with the axial slab z = 35..55 removed; held "
                   f"out: that slab (z = {dataset['held_out_slab_z'][0]}..{dataset['held_out_slab_z'][1] - 1}) of "
                   "the unwarped templates and of fresh warped/simulated subjects"
@@ -239,7 +246,7 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
         shutil.rmtree(package)
         print(f"NOT SHIPPED {model.id}: does not beat {', '.join(failures)}")
     else:
-        update_card(package, metrics, training_notes(model))
+        update_card(package, metrics, training_notes(model, loaded.card.training.get("hardware", "")))
         print(f"shipped {model.id}: SSIM {mean['model']['ssim']:.3f} (identity {mean['identity']['ssim']:.3f}, "
               f"histogram matching {mean['histogram_matching']['ssim']:.3f})")
     return result
