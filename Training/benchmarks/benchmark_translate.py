@@ -2,7 +2,8 @@
 
 The input is a real MRI template (SPM's avg152T1) resampled onto a 256x256x180 grid of 0.86x0.86x1.1 mm, a
 typical T1 acquisition size. Two networks are timed, with RANDOM weights (timing only; their output means
-nothing): the compact classic U-Net of the bundled demo model and the compact CycleGAN ResNet generator.
+nothing): the compact pix2pix U-Net of the bundled demo model (mr-t1-to-t2-pix2pix), the compact classic U-Net
+of the CT -> MR-T1 model and the compact CycleGAN ResNet generator.
 Each model card's spacing equals the volume's in-plane spacing, so no variant resamples: all do the same work.
 
 Per network, every measurement runs in a fresh subprocess (its peak RSS is its own, from os.wait4):
@@ -46,10 +47,13 @@ TEMPLATE = "canonical/avg152T1.nii"
 GRID_SIZE = (256, 256, 180)  # (i, j, k): 256x256 axial slices, 180 of them
 GRID_SPACING = (0.86, 0.86, 1.1)  # mm; 220 x 220 x 198 mm covers the template's head
 NETWORKS: Dict[str, Dict[str, Any]] = {
+    "pix2pix": {"name": "unet", "variant": "pix2pix", "width": 16, "num_downs": 7, "norm": "batch", "dropout": 0.5},
     "unet": {"name": "unet", "variant": "classic", "width": 16, "depth": 4, "norm": "batch"},
     "resnet": {"name": "resnet", "width": 32, "n_blocks": 6, "norm": "instance"},
 }
-NETWORK_LABELS = {"unet": "classic U-Net w16 d4 (demo model size)", "resnet": "CycleGAN ResNet w32 6 blocks"}
+NETWORK_LABELS = {"pix2pix": "pix2pix U-Net w16, 7 downsamplings (the demo model's network)",
+                  "unet": "classic U-Net w16 d4 (the CT -> MR-T1 model's family)",
+                  "resnet": "CycleGAN ResNet w32 6 blocks"}
 TARGETS = {"cli_over_library_max": 1.15, "monai_over_library_min": 1.5, "max_abs_diff_normalised": 1e-3}
 INTENSITY = {
     "source": {"kind": "percentile", "low_percentile": 0.5, "high_percentile": 99.5},
