@@ -20,7 +20,7 @@ head (`single_subj_T1`, a real single subject never used in training) for motion
     python Training/data/prepare_shipped_data.py [--out Training/data/shipped] [--subjects 32] [--workers 2]
 
 Layout: OUT/{train,test}/<volume kind>/<name>.nii.gz, e.g. train/t1_in/sim03_inf.nii.gz; train/cyclegan_t1
-and train/cyclegan_t2 hold T1 and T2 of disjoint real-template subjects (unpaired).
+and train/cyclegan_t2 hold T1 and T2 of disjoint subjects, real-template and simulated alike (unpaired).
 """
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def make_subject(task: Tuple[str, str, int, str, Path, Path]) -> str:
         stem = f"{name}_{part}" if part else name
         for key, volume in volumes.items():
             _write(volume, grid, z_range, out / split / key / f"{stem}.nii.gz")
-        if split == "train" and kind == "real":  # unpaired CycleGAN pools: T1 of even subjects, T2 of odd ones
+        if split == "train":  # unpaired CycleGAN pools: T1 of even subjects, T2 of odd ones (real and simulated)
             pool = "cyclegan_t1" if seed % 2 == 0 else "cyclegan_t2"
             key = "t1" if pool == "cyclegan_t1" else "t2"
             _write(volumes[key], grid, z_range, out / split / pool / f"{stem}.nii.gz")
