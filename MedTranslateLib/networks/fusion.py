@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from typing import List
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -9,25 +10,13 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
-def _has_foldable_pair(network: nn.Module) -> bool:
-    for module in network.modules():
-        if isinstance(module, nn.Sequential):
-            layers = list(module)
-            if any(isinstance(a, _CONVS) and isinstance(b, nn.BatchNorm2d) for a, b in zip(layers, layers[1:])):
-                return True
-    return False
-
-
-def _fold_in_place(module: nn.Module) -> None:
-    for child in module.children():
-        _fold_in_place(child)
+def _foldable_pairs(module: nn.Module) -> List[int]:
+    """Indices i of a Sequential where layer i is a conv and layer i + 1 a BatchNorm2d with running statistics."""
     if not isinstance(module, nn.Sequential):
-        return
-    for index in range(len(module) - 1):
-        conv, norm = module[index], module[index + 1]
-        if isinstance(conv, _CONVS) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
-            module[index] = fuse_conv_bn_eval(conv, norm, transpose=isinstance(conv, nn.ConvTranspose2d))
-            module[index + 1] = nn.Identity()
+        return []
+    layers = list(module)
+    return [index for index, (conv, norm) in enumerate(zip(layers, layers[1:]))
+            if isinstance(conv, _CONVS) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats]
 
 
 def fold_batch_norms(network: nn.Module) -> nn.Module:
@@ -37,8 +26,12 @@ def fold_batch_norms(network: nn.Module) -> nn.Module:
     convolution (or transposed convolution) it follows: the same output (to float rounding) for one pass
     less over every feature map. `network` is left untouched; without such a pair it is returned as is.
     """
-    if not _has_foldable_pair(network):
+    if not any(_foldable_pairs(module) for module in network.modules()):
         return network
     folded = copy.deepcopy(network).eval()
-    _fold_in_place(folded)
+    for module in list(folded.modules()):
+        for index in _foldable_pairs(module):
+            conv = module[index]
+            module[index] = fuse_conv_bn_eval(conv, module[index + 1], transpose=isinstance(conv, nn.ConvTranspose2d))
+            module[index + 1] = nn.Identity()
     return folded
