@@ -304,7 +304,11 @@ def test_cyclegan_reverse_export_swaps_directions(slabs, tmp_path, tmp_path_fact
     run = overfit_run("cyclegan", slabs, tmp_path_factory)
     card = export_checkpoint(run.checkpoint, tmp_path / "reverse", reverse=True)
     assert (card.source_modality, card.target_modality) == ("MR-T2", "MR-T1")
-    assert card.id == "mr-t2-to-mr-t1-cyclegan" and card.metrics == {}
+    assert card.id == "mr-t2-to-mr-t1-cyclegan"
+    last = load_checkpoint(run.checkpoint)["validation"][-1]  # the inverse direction's own validation
+    assert card.metrics["model"] == {k: last[f"inverse_{k}"] for k in ("mae", "mse", "psnr", "ssim")}
+    assert "source units" in card.metrics["held_out"] and card.metrics["baseline_identity"]["mae"] > 0
+    assert not any("inverse direction" in w for w in card.warnings)
     assert card.intensity["target"]["output_range"] == "source" and "output_range" not in card.intensity["source"]
     model = load_package(tmp_path / "reverse")
     state = load_checkpoint(run.checkpoint)["networks"]
@@ -323,6 +327,36 @@ def test_cyclegan_export_without_inverse_holds_one_generator(slabs, tmp_path, tm
     state = load_checkpoint(run.checkpoint)["networks"]
     for name, tensor in model.network.state_dict().items():
         torch.testing.assert_close(tensor.float(), state["F"][name].float(), atol=2e-3, rtol=1e-3)
+
+
+def test_keep_best_keeps_the_best_validated_step_of_both_directions(slabs, tmp_path):
+    """cyclegan validates both generators; best.pt holds the step whose mean MAE is lowest, survives pruning,
+    is never resumed as 'latest', and exports with its selection on the card."""
+    settings = ("optim.steps=40", "optim.decay_start=20", "train.val_every=5", "train.checkpoint_every=10",
+                "train.keep_checkpoints=1", "train.keep_best=mae", "optim.lr=1e-3")
+    result = train(tiny_config("cyclegan", slabs, tmp_path / "run", *settings), echo=False)
+    scores = {r["step"]: (r["mae"] + r["inverse_mae"]) / 2 for r in result.validation}
+    assert len(scores) == 8 and len(set(scores.values())) == 8
+    best_step = min(scores, key=scores.get)
+    folder = checkpoint_folder(result.out_dir)
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "step_0000040.pt"]
+    best = load_checkpoint(folder / "best.pt")
+    assert best["step"] == best_step and best["selection"]["score"] == pytest.approx(scores[best_step])
+    assert best["selection"]["rule"] == "best validation MAE (mean of both directions)"
+    assert [r["step"] for r in best["validation"]][-1] == best_step
+    card = export_checkpoint(folder / "best.pt", tmp_path / "package")
+    assert card.training["steps"] == best_step and card.training["selected"]["step"] == best_step
+    assert card.training["complete"] and best["selection"]["run_steps"] == 40
+    assert not any("planned training steps" in w for w in card.warnings)
+    resumed = train(tiny_config("cyclegan", slabs, tmp_path / "run", *settings), resume="latest", echo=False)
+    assert resumed.step == 40  # from step_0000040.pt, not best.pt
+
+
+def test_keep_best_needs_a_known_metric_and_validation(slabs, tmp_path):
+    with pytest.raises(ConfigError, match="train.keep_best must be one of mae, psnr, ssim"):
+        tiny_config("pix2pix", slabs, tmp_path, "train.keep_best=loss")
+    with pytest.raises(ConfigError, match="train.keep_best needs validation volumes"):
+        tiny_config("pix2pix", slabs, tmp_path, "train.keep_best=ssim", "data.val_count=0")
 
 
 def test_reverse_export_needs_an_inverse_generator(slabs, tmp_path_factory, tmp_path):

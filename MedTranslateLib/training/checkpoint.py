@@ -33,6 +33,11 @@ def checkpoint_path(folder: Path, step: int) -> Path:
     return folder / f"step_{step:07d}.pt"
 
 
+def best_checkpoint_path(folder: Path) -> Path:
+    """The checkpoint of the best validated step (train.keep_best); never pruned, never resumed by 'latest'."""
+    return folder / "best.pt"
+
+
 def list_checkpoints(folder: Path) -> List[Path]:
     """The checkpoint files in `folder`, oldest step first."""
     if not folder.is_dir():

@@ -36,6 +36,7 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 PAD_MODES = ("reflect", "background")
+BEST_METRICS = {"mae": "lower", "psnr": "higher", "ssim": "higher"}  # train.keep_best: which way is better
 
 
 class ConfigError(InputError):
@@ -118,6 +119,8 @@ class TrainSection:
     val_every: int = 1000       # 0: validate only at the end
     checkpoint_every: int = 1000  # 0: checkpoint only at the end (and on Ctrl-C / SIGTERM)
     keep_checkpoints: int = 3
+    keep_best: str = ""         # "mae" | "psnr" | "ssim": also keep checkpoints/best.pt, the validated step scoring
+                                # best on it (mean of both directions when the recipe has an inverse); "": off
 
 
 @dataclass
@@ -432,6 +435,11 @@ def _validate(config: TrainConfig, recipe_cls: Any) -> None:
     _at_least(train.val_every, 0, "train.val_every")
     _at_least(train.checkpoint_every, 0, "train.checkpoint_every")
     _at_least(train.keep_checkpoints, 1, "train.keep_checkpoints")
+    if train.keep_best not in ("", *BEST_METRICS):
+        raise ConfigError(f"train.keep_best must be one of {', '.join(BEST_METRICS)} or \"\", "
+                          f"not {train.keep_best!r}")
+    if train.keep_best and not (data.val_count or data.val_names):
+        raise ConfigError("train.keep_best needs validation volumes (data.val_count or data.val_names)")
     if not train.out_dir:
         raise ConfigError("train.out_dir must name a folder")
     recipe_cls.validate_options(config)

@@ -344,14 +344,17 @@ class SliceDataset(Dataset):
 
 @dataclass
 class ValidationSlices:
-    """Fixed slices of one validation pair: inputs in network range, targets in target units."""
+    """Fixed slices of one validation pair, both ways: network-range inputs and unclipped references in
+    their own units (the reverse half serves recipes with an inverse generator, e.g. CycleGAN)."""
 
     name: str
     indices: List[int]
-    inputs: np.ndarray       # (N, 2k+1, H, W) network range
-    targets: np.ndarray      # (N, H, W) target units (the unclipped volume)
+    inputs: np.ndarray          # (N, 2k+1, H, W) source slices, network range
+    targets: np.ndarray         # (N, H, W) target units (the unclipped volume)
     target_range: IntensityRange
     source_range: IntensityRange
+    reverse_inputs: np.ndarray  # (N, 2k+1, H, W) target slices, network range
+    sources: np.ndarray         # (N, H, W) source units (the unclipped volume)
 
 
 @dataclass
@@ -428,9 +431,12 @@ def validation_slices(pair: Pair, data: DataSection) -> ValidationSlices:
     fraction = pair.source.weights - data.foreground_floor
     candidates = np.flatnonzero(fraction >= 0.5 * fraction.max())
     picks = np.unique(candidates[np.linspace(0, len(candidates) - 1, data.val_slices).round().astype(int)])
-    inputs = pair.source.array[slice_indices(len(pair.source.array), data.context_slices, picks)]
-    # metrics compare with the target in its own units, unclipped: read it again rather than undo the mapping
-    targets = _oriented(_resampled(read_volume(pair.target.path), data), data.slice_axis)[picks]
-    return ValidationSlices(pair.name, [int(i) for i in picks], np.ascontiguousarray(inputs),
-                            np.ascontiguousarray(targets, dtype=np.float32), pair.target.range, pair.source.range)
+    rows = slice_indices(len(pair.source.array), data.context_slices, picks)
+    # metrics compare with references in their own units, unclipped: read them again rather than undo the mapping
+    targets, sources = (_oriented(_resampled(read_volume(v.path), data), data.slice_axis)[picks]
+                        for v in (pair.target, pair.source))
+    return ValidationSlices(pair.name, [int(i) for i in picks], np.ascontiguousarray(pair.source.array[rows]),
+                            np.ascontiguousarray(targets, dtype=np.float32), pair.target.range, pair.source.range,
+                            np.ascontiguousarray(pair.target.array[rows]),
+                            np.ascontiguousarray(sources, dtype=np.float32))
 

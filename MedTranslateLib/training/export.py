@@ -47,12 +47,14 @@ def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
         inverse = _network(config.model.generator, config.in_channels, state, names[1], checkpoint)
     fields = card_fields(state, config, model_id)
     if reverse:
-        fields = reversed_card_fields(fields, model_id)
+        fields = reversed_card_fields(fields, model_id, validation_metrics(state, config, inverse=True))
     return save_package(fields, network, out_dir, inverse_network=inverse)
 
 
-def reversed_card_fields(fields: Dict[str, Any], model_id: Optional[str]) -> Dict[str, Any]:
-    """Card fields of a CycleGAN's inverse direction: modalities and intensity mappings swapped."""
+def reversed_card_fields(fields: Dict[str, Any], model_id: Optional[str],
+                         metrics: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Card fields of a CycleGAN's inverse direction: modalities and intensity mappings swapped, `metrics`
+    (the inverse direction's validation; none when not given) in place of the forward ones."""
     fields = dict(fields)
     fields["source_modality"], fields["target_modality"] = fields["target_modality"], fields["source_modality"]
     source, target = dict(fields["intensity"]["target"]), dict(fields["intensity"]["source"])
@@ -63,12 +65,35 @@ def reversed_card_fields(fields: Dict[str, Any], model_id: Optional[str]) -> Dic
     fields["id"] = model_id or (f"{fields['source_modality']}-to-{fields['target_modality']}-"
                                 f"{fields['training']['recipe']}".lower().replace("_", "-"))
     fields["training"] = {**fields["training"], "exported_direction": "inverse generator (target -> source)"}
-    fields["metrics"] = {}
+    fields["metrics"] = dict(metrics or {})
     fields.pop("description", None)
     warnings = [w for w in fields.get("warnings", []) if "no metrics" not in w]
-    warnings.append("No held-out validation of the inverse direction was run during training.")
+    if not metrics:
+        warnings.append("No held-out validation of the inverse direction was run during training.")
     fields["warnings"] = warnings
     return fields
+
+
+def validation_metrics(state: Dict[str, Any], config: Any, inverse: bool) -> Dict[str, Any]:
+    """The card's metrics from the checkpoint's newest validation, of one direction; {} when there is none."""
+    if not state.get("validation"):
+        return {}
+    last = state["validation"][-1]
+    prefix = "inverse_" if inverse else ""
+    if f"{prefix}mae" not in last:
+        return {}
+    units = "source" if inverse else "target"
+    metrics = {
+        "held_out": (f"{len(last['volumes'])} validation volume(s) ({', '.join(last['volumes'])}), "
+                     f"{config.data.val_slices} fixed {config.data.slice_axis} slices each, in {units} units "
+                     f"(network output mapped with the {units} volume's own fitted range), head mask per slice"),
+        "step": last["step"],
+        "model": {k: last[prefix + k] for k in ("mae", "mse", "psnr", "ssim")},
+    }
+    baseline = state.get("baseline", {}).get(f"{prefix}mean")
+    if baseline:
+        metrics["baseline_identity"] = baseline
+    return metrics
 
 
 def _network(spec: Dict[str, Any], in_channels: int, state: Dict[str, Any], name: str, path: Any) -> torch.nn.Module:
@@ -92,7 +117,7 @@ def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = No
         "method": RECIPE_TITLES.get(config.recipe_name, config.recipe_name),
         "steps": step,
         "planned_steps": total,
-        "complete": step >= total,
+        "complete": max(step, state.get("selection", {}).get("run_steps", 0)) >= total,  # best.pt: its whole run
         "batch_size": config.data.batch_size,
         "crop_size": config.data.crop_size,
         "optimizer": {"name": "Adam", "lr": config.optim.lr, "betas": [config.optim.beta1, config.optim.beta2],
@@ -109,20 +134,11 @@ def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = No
         "config": state["config"],
         **state.get("notes", {}),
     }
-    metrics: Dict[str, Any] = {}
-    if state.get("validation"):
-        last = state["validation"][-1]
-        metrics = {
-            "held_out": (f"{len(last['volumes'])} validation volume(s) ({', '.join(last['volumes'])}), "
-                         f"{config.data.val_slices} fixed {config.data.slice_axis} slices each, in target units "
-                         "(network output mapped with the target volume's own fitted range), head mask per slice"),
-            "step": last["step"],
-            "model": {k: last[k] for k in ("mae", "mse", "psnr", "ssim")},
-        }
-        if state.get("baseline", {}).get("mean"):
-            metrics["baseline_identity"] = state["baseline"]["mean"]
+    if state.get("selection"):
+        training["selected"] = state["selection"]
+    metrics = validation_metrics(state, config, inverse=False)
     warnings = []
-    if step < total:
+    if step < total and not state.get("selection"):
         warnings.append(f"Exported after {step} of {total} planned training steps.")
     if not metrics:
         warnings.append("No held-out validation was configured; the card has no metrics.")

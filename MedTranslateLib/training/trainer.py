@@ -9,6 +9,7 @@ Output folder (`train.out_dir`):
 
     config.json            the resolved config          losses.csv        losses every log_every steps
     checkpoints/step_N.pt  the newest keep_checkpoints  validation.csv    validation metrics
+    checkpoints/best.pt    the best validated step (train.keep_best)
     train.log              the log lines                validation/step_N.png  input | output | target
     tensorboard/           when torch.utils.tensorboard imports
 
@@ -41,9 +42,10 @@ from ..engine import crop_to, pad_to_multiple
 from ..errors import MedTranslateError
 from ..metrics import compare, head_mask
 from ..networks import size_multiple
-from .checkpoint import (FORMAT, FORMAT_VERSION, capture_rng, checkpoint_folder, checkpoint_path,
-                         latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint)
-from .config import ConfigError, TrainConfig, config_from_dict, flat_items
+from .checkpoint import (FORMAT, FORMAT_VERSION, best_checkpoint_path, capture_rng, checkpoint_folder,
+                         checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng,
+                         save_checkpoint)
+from .config import BEST_METRICS, ConfigError, TrainConfig, config_from_dict, flat_items
 from .data import SliceDataset, TrainingData, ValidationSlices, collate, load_training_data
 from .recipes import Recipe, RecipeContext, get_recipe
 from .recipes.base import make_grad_scaler
@@ -52,6 +54,7 @@ from .schedule import LinearDecaySchedule
 # keys a resumed run may change: run control and card text; anything else must match the checkpoint's
 RESUMABLE_CHANGES = ("optim.steps", "optim.decay_start", "train.out_dir", "train.device", "train.amp",
                      "train.log_every", "train.val_every", "train.checkpoint_every", "train.keep_checkpoints",
+                     "train.keep_best",
                      "data.workers", "model.id", "model.version", "model.license", "model.intended_use",
                      "model.description")
 GRID_ROWS = 8
@@ -349,6 +352,7 @@ class Trainer:
             self.log(f"stopped at step {step} of {total}; checkpoint {self.last_checkpoint}")
             return self._result(step, "stop_at")
         self.log(f"done: {step} steps in {self.elapsed:.0f} s; checkpoint {self.last_checkpoint}")
+        self._close_best(step)
         return self._result(step, None)
 
     def _result(self, step: int, interrupted: Optional[str]) -> TrainResult:
@@ -446,26 +450,35 @@ class Trainer:
         """Rank 0: translate the fixed validation slices, write the PNG grid, append the metrics."""
         if not self.dist.main:
             return
-        generator = self.recipe.generator()
-        was_training = generator.training
-        generator.eval()
-        per_volume, rows = [], []
+        generator, inverse = self.recipe.generator(), self.recipe.inverse()
+        networks = [n for n in (generator, inverse) if n is not None]
+        was_training = [n.training for n in networks]
+        for network in networks:
+            network.eval()
+        scores: Dict[str, List[Dict[str, float]]] = {"forward": [], "inverse": []}
+        rows: List[np.ndarray] = []
         need_baseline = not self.baseline
         try:
             for slices in self.data.validation:
                 output = self._translate_slices(generator, slices.inputs)
-                prediction = slices.target_range.from_network(output)
-                mask = np.stack([head_mask(t[None])[0] for t in slices.targets])
-                per_volume.append(compare(prediction, slices.targets, mask))
-                if need_baseline:
-                    identity = slices.target_range.from_network(slices.inputs[:, slices.inputs.shape[1] // 2])
-                    self.baseline.setdefault("volumes", []).append(compare(identity, slices.targets, mask))
+                scores["forward"].append(self._score(output, slices.inputs, slices.targets, slices.target_range,
+                                                     "forward" if need_baseline else None))
+                if inverse is not None:
+                    back = self._translate_slices(inverse, slices.reverse_inputs)
+                    scores["inverse"].append(self._score(back, slices.reverse_inputs, slices.sources,
+                                                         slices.source_range, "inverse" if need_baseline else None))
                 rows += _grid_rows(slices, output)
         finally:
-            generator.train(was_training)
+            for network, mode in zip(networks, was_training):
+                network.train(mode)
         if "volumes" in self.baseline and "mean" not in self.baseline:
-            self.baseline["mean"] = _mean_metrics(self.baseline.pop("volumes"))
-        metrics = _mean_metrics(per_volume)
+            volumes = self.baseline.pop("volumes")
+            self.baseline["mean"] = _mean_metrics(volumes["forward"])
+            if volumes["inverse"]:
+                self.baseline["inverse_mean"] = _mean_metrics(volumes["inverse"])
+        metrics = _mean_metrics(scores["forward"])
+        if scores["inverse"]:
+            metrics.update({f"inverse_{k}": v for k, v in _mean_metrics(scores["inverse"]).items()})
         record = {"step": step, **metrics, "volumes": [s.name for s in self.data.validation]}
         self.validation.append(record)
         self._append_csv("validation.csv", {"step": step, **metrics})
@@ -475,9 +488,54 @@ class Trainer:
         self.log(f"validation at step {step}: MAE {metrics['mae']:.4g}  PSNR {metrics['psnr']:.2f} dB  "
                  f"SSIM {metrics['ssim']:.4f}  (identity baseline: MAE {self.baseline['mean']['mae']:.4g}, "
                  f"SSIM {self.baseline['mean']['ssim']:.4f})")
+        if scores["inverse"]:
+            self.log(f"  inverse direction: MAE {metrics['inverse_mae']:.4g}  PSNR {metrics['inverse_psnr']:.2f} dB  "
+                     f"SSIM {metrics['inverse_ssim']:.4f}  (identity baseline: MAE "
+                     f"{self.baseline['inverse_mean']['mae']:.4g}, SSIM {self.baseline['inverse_mean']['ssim']:.4f})")
         if self.writer is not None:
-            for key in ("mae", "psnr", "ssim"):
-                self.writer.add_scalar(f"validation/{key}", metrics[key], step)
+            for key in metrics:
+                if key.split("_")[-1] in ("mae", "psnr", "ssim"):
+                    self.writer.add_scalar(f"validation/{key}", metrics[key], step)
+        if self.config.train.keep_best and self._is_best(record):
+            self._save_best(step, record)
+
+    def _score(self, output: np.ndarray, inputs: np.ndarray, references: np.ndarray, mapping: Any,
+               baseline: Optional[str]) -> Dict[str, float]:
+        """Metrics of (N, H, W) network outputs against references in their units; also records the identity
+        baseline (the input's centre slice mapped like an output) under `baseline` when given."""
+        mask = np.stack([head_mask(r[None])[0] for r in references])
+        if baseline is not None:
+            identity = mapping.from_network(inputs[:, inputs.shape[1] // 2])
+            volumes = self.baseline.setdefault("volumes", {"forward": [], "inverse": []})
+            volumes[baseline].append(compare(identity, references, mask))
+        return compare(mapping.from_network(output), references, mask)
+
+    def _is_best(self, record: Dict[str, Any]) -> bool:
+        """Whether `record` (the newest validation) scores best so far on train.keep_best; ties keep the older."""
+        metric = self.config.train.keep_best
+        scores = [selection_score(r, metric) for r in self.validation]
+        best = min(scores) if BEST_METRICS[metric] == "lower" else max(scores)
+        return selection_score(record, metric) == best and scores.index(best) == len(scores) - 1
+
+    def _save_best(self, step: int, record: Dict[str, Any]) -> None:
+        """Rank 0 writes checkpoints/best.pt: this step's state, with rank 0's generators only (resuming
+        from it under torchrun reseeds the other ranks' data streams)."""
+        metric = self.config.train.keep_best
+        state = self._state(step, [self._rank_state(step)])
+        state["selection"] = {"metric": metric, "score": selection_score(record, metric), "step": step,
+                              "rule": f"best validation {metric.upper()}"
+                                      f"{' (mean of both directions)' if 'inverse_' + metric in record else ''}"}
+        path = save_checkpoint(state, best_checkpoint_path(checkpoint_folder(self.out_dir)))
+        self.log(f"  best validation {metric.upper()} so far: {path}")
+
+    def _close_best(self, step: int) -> None:
+        """At the end of a complete run, best.pt records the run's length (the card's training.complete)."""
+        path = best_checkpoint_path(checkpoint_folder(self.out_dir))
+        if not (self.dist.main and self.config.train.keep_best and path.is_file()):
+            return
+        state = load_checkpoint(path)
+        state["selection"]["run_steps"] = step
+        save_checkpoint(state, path)
 
     @torch.no_grad()
     def _translate_slices(self, network: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
@@ -495,17 +553,30 @@ class Trainer:
     # ======================================================================================== checkpoints
     def _checkpoint(self, step: int) -> Optional[Path]:
         """All processes contribute their generator states; rank 0 writes the file."""
-        rank_state = capture_rng(self.device)
-        rank_state["data"] = (self.stream.state_dict() if self.stream is not None
-                              else {"kind": "indexed", "consumed": step * self.config.data.batch_size})
+        rank_state = self._rank_state(step)
         ranks = [rank_state]
         if self.dist.active:
             ranks = [None] * self.dist.world  # type: ignore[list-item]
             torch.distributed.all_gather_object(ranks, rank_state)
         if not self.dist.main:
             return None
+        folder = checkpoint_folder(self.out_dir)
+        path = save_checkpoint(self._state(step, ranks), checkpoint_path(folder, step))
+        prune_checkpoints(folder, self.config.train.keep_checkpoints)
+        self.last_checkpoint = path
+        return path
+
+    def _rank_state(self, step: int) -> Dict[str, Any]:
+        """This process's generators and data-stream position."""
+        rank_state = capture_rng(self.device)
+        rank_state["data"] = (self.stream.state_dict() if self.stream is not None
+                              else {"kind": "indexed", "consumed": step * self.config.data.batch_size})
+        return rank_state
+
+    def _state(self, step: int, ranks: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """Everything a checkpoint holds at `step`, given every rank's generator state."""
         recipe = self.recipe
-        state = {
+        return {
             "format": FORMAT, "version": FORMAT_VERSION, "step": step, "recipe": self.config.recipe_name,
             "config": self.config.to_dict(),
             "networks": {n: {k: v.detach().cpu() for k, v in m.state_dict().items()}
@@ -523,11 +594,6 @@ class Trainer:
                     "hardware": describe_hardware(self.device, self.dist.world), "elapsed_s": round(self.elapsed, 1),
                     "torch": str(torch.__version__), "saved": datetime.datetime.now().isoformat(timespec="seconds")},
         }
-        folder = checkpoint_folder(self.out_dir)
-        path = save_checkpoint(state, checkpoint_path(folder, step))
-        prune_checkpoints(folder, self.config.train.keep_checkpoints)
-        self.last_checkpoint = path
-        return path
 
     # ============================================================================================ signals
     def _install_signal_handlers(self) -> None:
@@ -581,6 +647,12 @@ def _cpu(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _cpu(v) for k, v in value.items()}
     return value
+
+
+def selection_score(record: Dict[str, Any], metric: str) -> float:
+    """A validation record's score on `metric`: the mean of both directions when it has the inverse's."""
+    values = [record[metric]] + ([record[f"inverse_{metric}"]] if f"inverse_{metric}" in record else [])
+    return float(np.mean(values))
 
 
 def _mean_metrics(per_volume: List[Dict[str, float]]) -> Dict[str, float]:
