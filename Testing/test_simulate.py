@@ -94,6 +94,21 @@ def test_random_motion_draws_sorted_events():
     assert all(abs(e.rotation_deg) <= 4.0 and max(map(abs, e.shift_voxels)) <= 2.0 for e in events)
 
 
+def test_slicewise_motion_moves_each_slice_its_own_way(tissues):
+    t1 = simulate.mr_spin_echo(tissues, simulate.nominal_mr(), *simulate.SEQUENCES["T1"])[:6]
+    moved = simulate.slicewise_motion(t1, np.random.default_rng(3), moves=(2, 4), max_rotation_deg=8.0,
+                                      max_shift_voxels=4.0)
+    assert moved.shape == t1.shape and moved.dtype == np.float32
+    # slice by slice: the same as kspace_motion with that slice's own draws, taken in order from the generator
+    rng = np.random.default_rng(3)
+    for index, plane in enumerate(t1):
+        events = simulate.random_motion(rng, int(rng.integers(2, 5)), 8.0, 4.0)
+        expected = simulate.kspace_motion(plane[None], events, phase_axis=int(rng.integers(0, 2)))[0]
+        np.testing.assert_array_equal(moved[index], expected)
+    errors = [np.abs(m - c).mean() / c.mean() for m, c in zip(moved, t1)]
+    assert min(errors) > 1e-3 and len({round(e, 6) for e in errors}) == len(errors)
+
+
 def test_warp_without_deformation_is_the_identity():
     rng = np.random.default_rng(0)
     volume = rng.random((3, 20, 24)).astype(np.float32)

@@ -5,11 +5,15 @@ moves (in-plane rotation and translation) and stays there. Each segment of lines
 transform of a rigidly moved copy of the image, and the image is the magnitude of the inverse transform:
 ghosting and blurring along the phase-encoding direction, as in real scans. The segment that holds the
 centre of k-space keeps the reference pose, so the corrupted image stays registered to the clean one.
+
+`kspace_motion` moves every slice alike (interleaved multi-slice: a move hits the same lines of all slices);
+`slicewise_motion` draws each slice's own moves and phase-encoding axis (sequential acquisition, and far more
+varied training pairs from one volume).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -66,4 +70,15 @@ def kspace_motion(volume: np.ndarray, events: Sequence[MotionEvent], phase_axis:
             region[phase_axis] = slice(first, last)
             kspace[tuple(region)] = moved[tuple(region)]
         out[index] = np.abs(np.fft.ifft2(np.fft.ifftshift(kspace)))
+    return out
+
+
+def slicewise_motion(volume: np.ndarray, rng: np.random.Generator, moves: Tuple[int, int] = (1, 6),
+                     max_rotation_deg: float = 4.0, max_shift_voxels: float = 2.0) -> np.ndarray:
+    """(Z, Y, X) magnitude image where each slice has its own `moves[0]..moves[1]` random moves and a random
+    phase-encoding axis (Y or X)."""
+    out = np.empty(volume.shape, dtype=np.float32)
+    for index, plane in enumerate(volume):
+        events = random_motion(rng, int(rng.integers(moves[0], moves[1] + 1)), max_rotation_deg, max_shift_voxels)
+        out[index] = kspace_motion(plane[None], events, phase_axis=int(rng.integers(0, 2)))[0]
     return out
