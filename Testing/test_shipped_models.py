@@ -59,6 +59,8 @@ def test_card_documents_data_and_beats_both_baselines(model_id):
     assert "spm-runtime-R2025b" in training["data"] and "GPL-2" in training["data"]
     assert "TPM" in training["simulation"] and "held out" in training["split"]
     assert training["hardware"] and training["steps"] > 0 and training["complete"]
+    if "selected" in training:  # a checkpoint chosen on validation volumes: the card says which step and how
+        assert f"step {training['selected']['step']} of {training['planned_steps']}, chosen by" in training["split"]
     assert metrics["beats_baselines"] and metrics["cases"] >= 5
     model = metrics["model"]
     for baseline in (metrics["baseline_identity"], metrics["baseline_histogram_matching"]):

@@ -95,20 +95,26 @@ def steps_for_budget(runs: List[str], parallel: int, overrides: List[str], secon
     return steps
 
 
-def latest_checkpoint(run: str) -> Path:
-    found = sorted((RUNS / run / "checkpoints").glob("*.pt"))
-    if not found:
-        raise SystemExit(f"{run}: no checkpoint under {RUNS / run / 'checkpoints'}")
-    return found[-1]
+def chosen_checkpoint(run: str) -> Path:
+    """The run's best validated checkpoint where its config keeps one (train.keep_best), else its newest."""
+    from MedTranslateLib.training.checkpoint import best_checkpoint_path, latest_checkpoint
+
+    folder = RUNS / run / "checkpoints"
+    best = best_checkpoint_path(folder)
+    found = best if best.is_file() else latest_checkpoint(folder)
+    if found is None:
+        raise SystemExit(f"{run}: no checkpoint under {folder}")
+    return found
 
 
 def export(runs: List[str]) -> None:
     from MedTranslateLib.training.export import export_checkpoint
 
     for model in (m for m in SHIPPED if m.run in runs):
-        card = export_checkpoint(latest_checkpoint(model.run), MODELS / model.id, model.id, reverse=model.reverse,
+        card = export_checkpoint(chosen_checkpoint(model.run), MODELS / model.id, model.id, reverse=model.reverse,
                                  with_inverse=False)  # each direction ships as its own package
-        print(f"exported {card.id} (step {card.training['steps']})")
+        chosen = card.training.get("selected", {}).get("rule", "last step")
+        print(f"exported {card.id} (step {card.training['steps']}, {chosen})")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

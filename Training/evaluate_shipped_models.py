@@ -157,13 +157,16 @@ def grid_png(rows: List[Tuple[str, Dict[str, Optional[np.ndarray]]]], card: Mode
     canvas.save(path)
 
 
-def update_card(package: Path, metrics: Dict[str, Any], training: Dict[str, Any]) -> None:
-    """Rewrite model.json with the held-out metrics (the weights and their hashes are unchanged)."""
+def update_card(package: Path, metrics: Dict[str, Any], training: Dict[str, Any], caveat: str = "") -> None:
+    """Rewrite model.json with the held-out metrics and the catalogue's caveat (the weights and their hashes
+    are unchanged)."""
     data = json.loads((package / CARD_FILE).read_text(encoding="utf-8"))
     data["metrics"] = metrics
     data["training"] = {**data["training"], **training}
     data["warnings"] = [w for w in data.get("warnings", [])
-                        if "no metrics" not in w and "held-out validation of the inverse" not in w]
+                        if "no metrics" not in w and "held-out validation of the inverse" not in w and w != caveat]
+    if caveat:
+        data["warnings"].append(caveat)
     if not data["warnings"]:
         del data["warnings"]
     text = ModelCard.from_dict(data).to_json()
@@ -180,8 +183,19 @@ def _hardware_note(hardware: str) -> str:
     return "The GPU run read TPM resampled to 2 mm and stored as 8-bit probabilities."
 
 
-def training_notes(model: ShippedModel, hardware: str) -> Dict[str, Any]:
+def selection_note(training: Dict[str, Any]) -> str:
+    """How the exported checkpoint was chosen, for a run that kept its best validated step; else ''."""
+    selected = training.get("selected")
+    if not selected:
+        return ""
+    held = ", ".join(training.get("data", {}).get("validation", []))
+    return (f"; checkpoint: step {selected['step']} of {training.get('planned_steps')}, chosen by "
+            f"{selected['rule']} on validation volumes never trained on and not among the test cases ({held})")
+
+
+def training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, Any]:
     dataset = json.loads((DATA / "dataset.json").read_text(encoding="utf-8"))
+    hardware = training.get("hardware", "")
     kinds = {"real": 0, "sim": 0}
     for subject in dataset["plan"]:
         if subject["split"] == "train":
@@ -196,13 +210,15 @@ def training_notes(model: ShippedModel, hardware: str) -> Dict[str, Any]:
                        "times jittered 10 %, FDG-like PET with random uptake and 5-8 mm PSF). Inputs randomised: "
                        "random spin-echo TR/TE for simulated T1, gamma, bias field, Rician noise, thick-slice "
                        "blur; CT noise/blur; PET count noise; rigid motion in k-space (2-6 moves, up to "
-                       f"{MOTION['max_rotation_deg']:.0f} deg and {2 * MOTION['max_shift_voxels']:.0f} mm); "
+                       f"{MOTION['max_rotation_deg']:.0f} deg and {2 * MOTION['max_shift_voxels']:.0f} mm; "
+                       "each training slice its own moves, each test volume one history for all slices); "
                        "low-count PET "
                        "by Poisson thinning to 4-20 % of 300-1000 counts. " + _hardware_note(hardware)),
         "split": (f"training: {dataset['subjects']} warped subjects with the axial slab z = 35..55 removed; held "
                   f"out: that slab (z = {dataset['held_out_slab_z'][0]}..{dataset['held_out_slab_z'][1] - 1}) of "
                   "the unwarped templates and of fresh warped/simulated subjects"
-                  + (", and the whole Colin27 head (never used in training)" if model.extra_tests else "")),
+                  + (", and the whole Colin27 head (never used in training)" if model.extra_tests else "")
+                  + selection_note(training)),
         "rebuild": "Training/build_shipped_models.py all",
     }
 
@@ -246,7 +262,7 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
         shutil.rmtree(package)
         print(f"NOT SHIPPED {model.id}: does not beat {', '.join(failures)}")
     else:
-        update_card(package, metrics, training_notes(model, loaded.card.training.get("hardware", "")))
+        update_card(package, metrics, training_notes(model, loaded.card.training), model.caveat)
         print(f"shipped {model.id}: SSIM {mean['model']['ssim']:.3f} (identity {mean['identity']['ssim']:.3f}, "
               f"histogram matching {mean['histogram_matching']['ssim']:.3f})")
     return result

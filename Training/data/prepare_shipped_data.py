@@ -10,7 +10,8 @@ in-plane warp (affine + elastic) of that anatomy, in one of two kinds:
 
 Targets are clean. Inputs are randomised (SynthSeg/SynthSR manner): T1 from random spin-echo timings, gamma,
 bias field, Rician noise, thick-slice blur; CT with noise and blur; PET with a random point-spread function
-and count noise; motion-corrupted T1 from rigid motion in k-space; low-count PET by Poisson thinning.
+and count noise; motion-corrupted T1 from rigid motion in k-space (test subjects: one motion history for all
+slices, as interleaved multi-slice; training subjects: each slice its own); low-count PET by Poisson thinning.
 
 Held out from every training volume: the axial slab z = 35..55 (a 15-slice test slab plus 3 guard slices
 each side). Training subjects are written as two volumes (`*_inf` below the slab, `*_sup` above). The test set
@@ -20,7 +21,9 @@ head (`single_subj_T1`, a real single subject never used in training) for motion
     python Training/data/prepare_shipped_data.py [--out Training/data/shipped] [--subjects 32] [--workers 2]
 
 Layout: OUT/{train,test}/<volume kind>/<name>.nii.gz, e.g. train/t1_in/sim03_inf.nii.gz; train/cyclegan_t1
-and train/cyclegan_t2 hold T1 and T2 of disjoint subjects, real-template and simulated alike (unpaired).
+and train/cyclegan_t2 hold T1 and T2 of disjoint subjects, real-template and simulated alike (unpaired), plus
+both contrasts of the slab of a few validation subjects (`val*`, the same name in both folders): the CycleGAN
+config holds them out by name to choose its checkpoint; they are neither trained on nor test subjects.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ TEMPLATES = {"t1": "canonical/avg152T1.nii", "t2": "canonical/avg152T2.nii", "pd
 TPM = "tpm/TPM.nii"
 DEFAULT_OUT = REPO / "Training" / "data" / "shipped"
 MR_KINDS = ("t1", "t2", "pd")
+VALIDATION_SUBJECTS = 2  # of each kind, real and simulated: the CycleGAN's validation pairs
 MOTION = {"max_rotation_deg": 8.0, "max_shift_voxels": 4.0}  # up to 8 degrees and 8 mm between moves
 
 
@@ -168,7 +172,14 @@ def make_subject(task: Tuple[str, str, int, str, Path, Path]) -> str:
     clean, extra = clean_volumes(kind, arrays, tissues, warp, rng)
     volumes = dict(clean)
     volumes.update(input_volumes(kind, clean, extra, rng, randomise=name != "avg152"))
+    if split == "train":  # motion pairs for training: every slice moved its own way (varied, SynthSR manner)
+        moved = simulate.slicewise_motion(clean["t1"], rng, (2, 6), **MOTION)
+        volumes["t1_motion"] = simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)
     depth = arrays["t1"].shape[0]
+    if split == "val":  # CycleGAN validation pairs: both contrasts, into both unpaired pools
+        for pool, key in (("cyclegan_t1", "t1"), ("cyclegan_t2", "t2")):
+            _write(volumes[key], grid, SLAB, out / "train" / pool / f"{name}.nii.gz")
+        return name
     if split == "train":
         parts = {"inf": (0, SLAB[0] - GUARD), "sup": (SLAB[1] + GUARD, depth)}
     else:
@@ -196,9 +207,12 @@ def make_colin27(spm: Path, out: Path, seed: int) -> None:
 
 
 def subject_plan(subjects: int, test_subjects: int, seed: int) -> List[Tuple[str, str, int, str]]:
-    """(name, kind, seed, split): half real-template and half simulated training subjects, then test ones."""
+    """(name, kind, seed, split): half real-template and half simulated training subjects, CycleGAN
+    validation subjects, then test ones."""
     plan = [(f"{'real' if i % 4 < 2 else 'sim'}{i:02d}", "real" if i % 4 < 2 else "sim", seed + i, "train")
             for i in range(subjects)]
+    plan += [(f"val{kind}{i}", kind, seed + 5000 + 10 * i + (kind == "sim"), "val")
+             for i in range(VALIDATION_SUBJECTS) for kind in ("real", "sim")]
     plan.append(("avg152", "real", seed + 1000, "test"))
     plan += [(f"simtest{i}", "sim", seed + 2000 + i, "test") for i in range(test_subjects)]
     plan += [(f"realtest{i}", "real", seed + 3000 + i, "test") for i in range(test_subjects)]
