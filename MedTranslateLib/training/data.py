@@ -344,8 +344,8 @@ class SliceDataset(Dataset):
 
 @dataclass
 class ValidationSlices:
-    """Fixed slices of one validation pair, both ways: network-range inputs and unclipped references in
-    their own units (the reverse half serves recipes with an inverse generator, e.g. CycleGAN)."""
+    """Fixed slices of one validation pair: network-range inputs and unclipped references in their own units;
+    the reverse half (target -> source) only for recipes with an inverse generator (CycleGAN), else None."""
 
     name: str
     indices: List[int]
@@ -353,8 +353,8 @@ class ValidationSlices:
     targets: np.ndarray         # (N, H, W) target units (the unclipped volume)
     target_range: IntensityRange
     source_range: IntensityRange
-    reverse_inputs: np.ndarray  # (N, 2k+1, H, W) target slices, network range
-    sources: np.ndarray         # (N, H, W) source units (the unclipped volume)
+    reverse_inputs: Optional[np.ndarray] = None  # (N, 2k+1, H, W) target slices, network range
+    sources: Optional[np.ndarray] = None         # (N, H, W) source units (the unclipped volume)
 
 
 @dataclass
@@ -370,8 +370,9 @@ class TrainingData:
         return SliceStream(self.sampler, seed, rank)
 
 
-def load_training_data(config: TrainConfig, log: Any = None) -> TrainingData:
-    """Discover, split, read and prepare every volume the config names."""
+def load_training_data(config: TrainConfig, log: Any = None, reverse: bool = False) -> TrainingData:
+    """Discover, split, read and prepare every volume the config names; `reverse` also prepares the
+    validation slices of the target -> source direction."""
     data = config.data
     mapping = config.intensity_pair
     if data.paired:
@@ -412,7 +413,7 @@ def load_training_data(config: TrainConfig, log: Any = None) -> TrainingData:
         "validation_pairs": len(val_pairs), "training_source_slices": int(sum(len(v.array) for v in sources)),
     }
     sampler = SliceSampler(sources, targets, data, paired=data.paired)
-    validation = [validation_slices(p, data) for p in val_pairs]
+    validation = [validation_slices(p, data, reverse) for p in val_pairs]
     return TrainingData(sampler, validation, spacing, provenance)
 
 
@@ -426,17 +427,22 @@ def _common_spacing(volumes: Sequence[Volume]) -> List[float]:
     return [round(float(s), 6) for s in first]
 
 
-def validation_slices(pair: Pair, data: DataSection) -> ValidationSlices:
+def validation_slices(pair: Pair, data: DataSection, reverse: bool = False) -> ValidationSlices:
     """`val_slices` slices spread evenly over the slices with at least half the peak foreground fraction."""
     fraction = pair.source.weights - data.foreground_floor
     candidates = np.flatnonzero(fraction >= 0.5 * fraction.max())
     picks = np.unique(candidates[np.linspace(0, len(candidates) - 1, data.val_slices).round().astype(int)])
     rows = slice_indices(len(pair.source.array), data.context_slices, picks)
-    # metrics compare with references in their own units, unclipped: read them again rather than undo the mapping
-    targets, sources = (_oriented(_resampled(read_volume(v.path), data), data.slice_axis)[picks]
-                        for v in (pair.target, pair.source))
-    return ValidationSlices(pair.name, [int(i) for i in picks], np.ascontiguousarray(pair.source.array[rows]),
-                            np.ascontiguousarray(targets, dtype=np.float32), pair.target.range, pair.source.range,
-                            np.ascontiguousarray(pair.target.array[rows]),
-                            np.ascontiguousarray(sources, dtype=np.float32))
+    slices = ValidationSlices(pair.name, [int(i) for i in picks], np.ascontiguousarray(pair.source.array[rows]),
+                              _reference_slices(pair.target, picks, data), pair.target.range, pair.source.range)
+    if reverse:
+        slices.reverse_inputs = np.ascontiguousarray(pair.target.array[rows])
+        slices.sources = _reference_slices(pair.source, picks, data)
+    return slices
+
+
+def _reference_slices(volume: Volume, picks: np.ndarray, data: DataSection) -> np.ndarray:
+    """(N, H, W) slices `picks` of `volume` in its own units, unclipped: read again rather than undo the mapping."""
+    array = _oriented(_resampled(read_volume(volume.path), data), data.slice_axis)[picks]
+    return np.ascontiguousarray(array, dtype=np.float32)
 

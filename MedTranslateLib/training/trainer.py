@@ -202,7 +202,7 @@ class Trainer:
         if config.data.crop_size % multiple:
             raise ConfigError(f"data.crop_size {config.data.crop_size} must be a multiple of {multiple}, "
                               f"the size multiple of model.generator")
-        self.data: TrainingData = load_training_data(config)
+        self.data: TrainingData = load_training_data(config, reverse=self.recipe.inverse() is not None)
         counts = self.data.provenance["counts"]
         self.log(f"data: {counts['training_source_volumes']} source / {counts['training_target_volumes']} target "
                  f"training volumes, {counts['validation_pairs']} validation pairs, in-plane spacing "

@@ -170,16 +170,16 @@ def make_subject(task: Tuple[str, str, int, str, Path, Path]) -> str:
     grid, arrays, tissues = load_sources(spm)
     warp = None if name == "avg152" else simulate.random_warp(arrays["t1"].shape[1:], rng)
     clean, extra = clean_volumes(kind, arrays, tissues, warp, rng)
+    if split == "val":  # CycleGAN validation pairs: both clean contrasts, into both unpaired pools
+        for pool, key in (("cyclegan_t1", "t1"), ("cyclegan_t2", "t2")):
+            _write(clean[key], grid, SLAB, out / "train" / pool / f"{name}.nii.gz")
+        return name
     volumes = dict(clean)
     volumes.update(input_volumes(kind, clean, extra, rng, randomise=name != "avg152"))
     if split == "train":  # motion pairs for training: every slice moved its own way (varied, SynthSR manner)
         moved = simulate.slicewise_motion(clean["t1"], rng, (2, 6), **MOTION)
         volumes["t1_motion"] = simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)
     depth = arrays["t1"].shape[0]
-    if split == "val":  # CycleGAN validation pairs: both contrasts, into both unpaired pools
-        for pool, key in (("cyclegan_t1", "t1"), ("cyclegan_t2", "t2")):
-            _write(volumes[key], grid, SLAB, out / "train" / pool / f"{name}.nii.gz")
-        return name
     if split == "train":
         parts = {"inf": (0, SLAB[0] - GUARD), "sup": (SLAB[1] + GUARD, depth)}
     else:
