@@ -8,7 +8,11 @@ A card's `intensity` entry holds a `source` and a `target` mapping, each one of:
 - `{"kind": "percentile", "low_percentile": 0.5, "high_percentile": 99.5}`: the low percentile of all voxels
   and the high percentile of the foreground (voxels above Otsu's threshold) map to -1 and 1 (MR, PET).
   A target of this kind also names the range its output takes, `"output_range": "source"` (the input's
-  own fitted range: the natural choice for MR→MR and PET→PET) or `[low, high]` in fixed units.
+  own fitted range, for a target of another contrast whose units are arbitrary) or `[low, high]` in fixed units.
+- `{"kind": "source"}` (target only): the target shares the range fitted to its paired source, in training as
+  at inference, so the network's output needs no intensity change where nothing is to be changed. For tasks
+  whose input and output share one modality and scale (motion correction, denoising): a target fitted to its
+  own percentiles would differ from the corrupted input's by a per-volume factor that inference cannot know.
 """
 from __future__ import annotations
 
@@ -58,8 +62,10 @@ class IntensityMapping:
             raise ValueError(f"intensity.{role} must be an object with a 'kind'")
         kind = spec["kind"]
         allowed = {"ct": {"kind", "window"}, "percentile": {"kind", "low_percentile", "high_percentile"}}
+        if role == "target":
+            allowed["source"] = {"kind"}
         if kind not in allowed:
-            raise ValueError(f"intensity.{role}.kind '{kind}' is unknown (known: ct, percentile)")
+            raise ValueError(f"intensity.{role}.kind '{kind}' is unknown (known: {', '.join(allowed)})")
         if kind == "percentile" and role == "target":
             allowed["percentile"] = allowed["percentile"] | {"output_range"}
         unknown = set(spec) - allowed[kind]
@@ -70,6 +76,8 @@ class IntensityMapping:
             if not (isinstance(window, list) and len(window) == 2 and window[0] < window[1]):
                 raise ValueError(f"intensity.{role}.window must be [low, high] with low < high")
             return cls(kind="ct", window=(float(window[0]), float(window[1])))
+        if kind == "source":
+            return cls(kind="source")
         low, high = float(spec.get("low_percentile", 0.5)), float(spec.get("high_percentile", 99.5))
         if not 0 <= low < high <= 100:
             raise ValueError(f"intensity.{role} percentiles must satisfy 0 <= low < high <= 100")
@@ -88,6 +96,8 @@ class IntensityMapping:
         """The card entry this mapping was built from."""
         if self.kind == "ct":
             return {"kind": "ct", "window": list(self.window or ())}
+        if self.kind == "source":
+            return {"kind": "source"}
         spec: Dict[str, Any] = {"kind": "percentile", "low_percentile": self.low_percentile,
                                 "high_percentile": self.high_percentile}
         if self.output_range is not None:
@@ -95,7 +105,10 @@ class IntensityMapping:
         return spec
 
     def fit(self, values: np.ndarray) -> IntensityRange:
-        """The range this mapping gives a volume (any shape): the CT window, or the volume's percentiles."""
+        """The range this mapping gives a volume (any shape): the CT window, or the volume's percentiles
+        (a `source` target has no range of its own: see IntensityPair.paired_target_range)."""
+        if self.kind == "source":
+            raise ValueError("a target of kind 'source' takes its paired source's range; it has none of its own")
         if self.kind == "ct":
             assert self.window is not None
             return IntensityRange(*self.window)
@@ -131,9 +144,15 @@ class IntensityPair:
         """The units the network's output maps back to, at inference (no target volume exists)."""
         if self.target.kind == "ct":
             return self.target.fit(np.zeros(1))
+        if self.target.kind == "source":
+            return source_range
         if self.target.output_range == "source" or self.target.output_range is None:
             return source_range
         return IntensityRange(*self.target.output_range)  # type: ignore[misc]
+
+    def paired_target_range(self, target: np.ndarray, source_range: IntensityRange) -> IntensityRange:
+        """The range a training target (any shape, in units) maps with, given its paired source's range."""
+        return source_range if self.target.kind == "source" else self.target.fit(target)
 
 
 def to_output_units(values: np.ndarray, modality: str) -> np.ndarray:

@@ -47,6 +47,22 @@ def test_target_output_range_source_or_fixed():
     assert to_ct.target_range(source) == IntensityRange(-1024, 3071)
 
 
+def test_source_target_shares_the_paired_source_range():
+    pair = IntensityPair.from_dict({"source": MR, "target": {"kind": "source"}})
+    source = IntensityRange(3.0, 900.0)
+    assert pair.target_range(source) == source
+    assert pair.paired_target_range(np.array([0.0, 5000.0]), source) == source
+    own = IntensityPair.from_dict({"source": MR, "target": MR})
+    assert own.paired_target_range(np.linspace(0, 10, 1000), source) != source
+    assert pair.to_dict()["target"] == {"kind": "source"}
+    with pytest.raises(ValueError, match="has none of its own"):
+        pair.target.fit(np.zeros(3))
+    with pytest.raises(ValueError, match="unknown"):
+        IntensityMapping.from_dict({"kind": "source"}, "source")
+    with pytest.raises(ValueError, match="unknown keys"):
+        IntensityMapping.from_dict({"kind": "source", "output_range": "source"}, "target")
+
+
 def test_round_trip_of_card_entries():
     spec = {"source": MR, "target": dict(MR, output_range=[0.0, 1000.0])}
     assert IntensityPair.from_dict(spec).to_dict() == spec

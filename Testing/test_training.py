@@ -379,6 +379,21 @@ def test_paired_data_refuses_pair_on_different_grids(slabs, tmp_path):
         load_training_data(config)
 
 
+def test_source_target_maps_with_its_paired_source_range(slabs, tmp_path):
+    """Same-modality tasks: the target shares the source's fitted range, in training data and validation."""
+    config = tiny_config("medgan", slabs, tmp_path / "run", f"data.target={slabs / 'T1'}",
+                         "model.target_modality=MR-T1", 'intensity.target={kind = "source"}')
+    data = load_training_data(config)
+    [validation] = data.validation
+    assert validation.target_range == validation.source_range
+    target = data.sampler.targets[0]
+    assert target.range == data.sampler.sources[0].range
+    np.testing.assert_array_equal(target.array, data.sampler.sources[0].array)  # same volume, same mapping
+    for recipe, extra in (("cyclegan", []), ("cyclegan", ["data.paired=true"])):  # unpaired; two-way
+        with pytest.raises(ConfigError, match="kind 'source' needs paired data and a one-way recipe"):
+            tiny_config(recipe, slabs, tmp_path / "bad", 'intensity.target={kind = "source"}', *extra)
+
+
 def test_manifest_and_deterministic_sampling(slabs, tmp_path):
     manifest = tmp_path / "pairs.csv"
     manifest.write_text(f"source,target\n{slabs / 'T1' / 's1.nii.gz'},{slabs / 'T2' / 's1.nii.gz'}\n"

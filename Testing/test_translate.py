@@ -75,6 +75,15 @@ def test_ct_target_comes_back_as_integer_hu_on_the_grid(tiny_to_ct):
     assert_exact_grid(result, image)
 
 
+def test_source_target_returns_in_the_input_units(tmp_path, tiny):
+    """A same-modality card (`target.kind = "source"`) maps the output back with the input's fitted range."""
+    same = load_model(build_tiny_model(tmp_path / "same", target_modality="MR-T1",
+                                       intensity={"source": {"kind": "percentile"}, "target": {"kind": "source"}}))
+    image = flipped_volume()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(translate_image(image, same, device="cpu")),
+                                  sitk.GetArrayFromImage(translate_image(image, tiny, device="cpu")))
+
+
 def test_two_d_image_becomes_one_slice(tiny):
     plane = sitk.GetImageFromArray(head_phantom((20, 24, 9))[4])
     plane.SetSpacing((0.7, 0.8))

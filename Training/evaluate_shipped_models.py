@@ -183,12 +183,19 @@ def _hardware_note(hardware: str) -> str:
     return "The GPU run read TPM resampled to 2 mm and stored as 8-bit probabilities."
 
 
+def validation_volumes(training: Dict[str, Any]) -> List[str]:
+    """The run's validation volumes: from the exported card's `data`, or, once an evaluation has replaced that
+    with prose, from the `validation_volumes` it kept."""
+    data = training.get("data")
+    return list(data.get("validation", [])) if isinstance(data, dict) else list(training.get("validation_volumes", []))
+
+
 def selection_note(training: Dict[str, Any]) -> str:
     """How the exported checkpoint was chosen, for a run that kept its best validated step; else ''."""
     selected = training.get("selected")
     if not selected:
         return ""
-    held = ", ".join(training.get("data", {}).get("validation", []))
+    held = ", ".join(validation_volumes(training))
     return (f"; checkpoint: step {selected['step']} of {training.get('planned_steps')}, chosen by "
             f"{selected['rule']} on validation volumes never trained on and not among the test cases ({held})")
 
@@ -220,6 +227,7 @@ def training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, A
                   + (", and the whole Colin27 head (never used in training)" if model.extra_tests else "")
                   + selection_note(training)),
         "rebuild": "Training/build_shipped_models.py all",
+        **({"validation_volumes": validation_volumes(training)} if training.get("selected") else {}),
     }
 
 

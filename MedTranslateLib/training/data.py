@@ -21,7 +21,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -158,12 +158,14 @@ def _resampled(image: sitk.Image, data: DataSection) -> sitk.Image:
     return image if target is None else resample_to_spacing(image, target)
 
 
-def prepare_volume(image: sitk.Image, name: str, path: str, mapping: IntensityMapping, data: DataSection) -> Volume:
-    """Resample, orient, fit the intensity mapping to this volume and map it to [-1, 1]."""
+def prepare_volume(image: sitk.Image, name: str, path: str, fit: Callable[[np.ndarray], IntensityRange],
+                   data: DataSection) -> Volume:
+    """Resample, orient, fit the intensity range to this volume (`fit`: oriented units -> range) and map it
+    to [-1, 1]."""
     image = _resampled(image, data)
     orientation = reorientation(image.GetDirection(), data.slice_axis)
     units = _oriented(image, data.slice_axis)
-    fitted = mapping.fit(units)
+    fitted = fit(units)
     network = fitted.to_network(units)
     spacing = orientation.spacing(image.GetSpacing())
     return Volume(name, path, network, slice_weights(network, data.foreground_floor), fitted,
@@ -185,12 +187,14 @@ def load_pair(name: str, source: Path, target: Path, config: TrainConfig) -> Pai
         raise InputError(f"pair '{name}': {source} ({describe_grid(source_image)}) and {target} "
                          f"({describe_grid(target_image)}) are not on the same grid; register and resample them first")
     pair = config.intensity_pair
-    return Pair(name, prepare_volume(source_image, name, str(source), pair.source, config.data),
-                prepare_volume(target_image, name, str(target), pair.target, config.data))
+    source_volume = prepare_volume(source_image, name, str(source), pair.source.fit, config.data)
+    return Pair(name, source_volume, prepare_volume(target_image, name, str(target),
+                                                    lambda units: pair.paired_target_range(units, source_volume.range),
+                                                    config.data))
 
 
 def load_single(name: str, path: Path, mapping: IntensityMapping, config: TrainConfig) -> Volume:
-    return prepare_volume(read_volume(path), name, str(path), mapping, config.data)
+    return prepare_volume(read_volume(path), name, str(path), mapping.fit, config.data)
 
 
 # ------------------------------------------------------------------------------------------------- sampling
