@@ -144,9 +144,7 @@ class IntensityPair:
         """The units the network's output maps back to, at inference (no target volume exists)."""
         if self.target.kind == "ct":
             return self.target.fit(np.zeros(1))
-        if self.target.kind == "source":
-            return source_range
-        if self.target.output_range == "source" or self.target.output_range is None:
+        if self.target.kind == "source" or self.target.output_range in ("source", None):
             return source_range
         return IntensityRange(*self.target.output_range)  # type: ignore[misc]
 

@@ -392,6 +392,8 @@ def test_source_target_maps_with_its_paired_source_range(slabs, tmp_path):
     for recipe, extra in (("cyclegan", []), ("cyclegan", ["data.paired=true"])):  # unpaired; two-way
         with pytest.raises(ConfigError, match="kind 'source' needs paired data and a one-way recipe"):
             tiny_config(recipe, slabs, tmp_path / "bad", 'intensity.target={kind = "source"}', *extra)
+    with pytest.raises(ConfigError, match="same-modality tasks, not MR-T1 -> MR-T2"):
+        tiny_config("medgan", slabs, tmp_path / "bad", 'intensity.target={kind = "source"}')
 
 
 def test_manifest_and_deterministic_sampling(slabs, tmp_path):

@@ -420,9 +420,13 @@ def _validate(config: TrainConfig, recipe_cls: Any) -> None:
         raise ConfigError("data needs source and target folders (data.source, data.target) or data.manifest")
     if recipe_cls.needs_pairs and not data.paired:
         raise ConfigError(f"recipe {config.recipe_name} trains on paired data; set data.paired = true")
-    if config.intensity.target.get("kind") == "source" and not (data.paired and recipe_cls.exports[1] is None):
-        raise ConfigError("intensity.target.kind 'source' needs paired data and a one-way recipe: the target is "
-                          "mapped with its paired source's range")
+    if config.intensity.target.get("kind") == "source":
+        if not (data.paired and recipe_cls.exports[1] is None):
+            raise ConfigError("intensity.target.kind 'source' needs paired data and a one-way recipe: the target "
+                              "is mapped with its paired source's range")
+        if config.model.source_modality != config.model.target_modality:
+            raise ConfigError(f"intensity.target.kind 'source' is for same-modality tasks, not "
+                              f"{config.model.source_modality} -> {config.model.target_modality}")
     if recipe_cls.name == "cyclegan" and data.context_slices:
         raise ConfigError("recipe cyclegan needs data.context_slices = 0 (its generators map images both ways)")
 
