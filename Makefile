@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $(STAMP)
 
-# Real MRI templates from PyPI (spm-runtime wheel, GPL-2) into .cache/data/spm, for tests and training.
+# Real MRI templates from PyPI (spm-runtime wheel, GPL-2; nilearn's MNI 2009a T1, BSD-3) into .cache/data,
+# for tests and training.
 data: setup
 	$(PY) Training/data/fetch_spm_templates.py > /dev/null
+	$(PY) Training/data/fetch_mni2009_template.py > /dev/null
 
 demo: setup
 	$(VENV)/bin/medtranslate demo --out demo_output

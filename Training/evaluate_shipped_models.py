@@ -203,17 +203,22 @@ def selection_note(training: Dict[str, Any]) -> str:
 def training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, Any]:
     dataset = json.loads((DATA / "dataset.json").read_text(encoding="utf-8"))
     hardware = training.get("hardware", "")
-    kinds = {"real": 0, "sim": 0}
+    kinds = {"real": 0, "sim": 0, "sharp": 0}
     for subject in dataset["plan"]:
         if subject["split"] == "train":
             kinds[subject["kind"]] += 1
+    sharp = model.source == "t1_motion" and kinds["sharp"]
     return {
         "data": ("SPM templates from PyPI spm-runtime-R2025b==25.1.2.post4 (GPL-2): avg152T1/T2/PD (ICBM152 "
                  "averages of real scans), OldNorm PET (average real PET), TPM tissue probability maps; "
-                 "prepared by Training/data/prepare_shipped_data.py"),
+                 + ("MNI ICBM152 2009a T1 (1 mm, skull-stripped; from PyPI nilearn==0.14.1, BSD-3, template "
+                    "under MNI's permissive notice); " if sharp else "")
+                 + "prepared by Training/data/prepare_shipped_data.py"),
         "simulation": ("each training subject is a random in-plane affine + elastic warp of the 2 mm MNI anatomy; "
                        f"{kinds['real']} subjects use the real templates (pseudo-CT from TPM with random HU per "
-                       f"tissue), {kinds['sim']} are simulated from TPM (spin-echo MR with BrainWeb relaxation "
+                       "tissue), "
+                       + (f"{kinds['sharp']} use the sharp MNI 2009a brain set in avg152T1's head, " if sharp else "")
+                       + f"{kinds['sim']} are simulated from TPM (spin-echo MR with BrainWeb relaxation "
                        "times jittered 10 %, FDG-like PET with random uptake and 5-8 mm PSF). Inputs randomised: "
                        "random spin-echo TR/TE for simulated T1, gamma, bias field, Rician noise, thick-slice "
                        "blur; CT noise/blur; PET count noise; rigid motion in k-space (2-6 moves, up to "

@@ -31,19 +31,20 @@ def fetch(out: Path = DEFAULT_OUT, volumes: Iterable[str] = VOLUMES) -> List[Pat
     wanted = [out / name for name in volumes]
     missing = [name for name, path in zip(volumes, wanted) if not path.is_file()]
     if missing:
-        _extract(_download_wheel(out.parent / "wheels"), missing, out)
+        _extract(download_wheel(WHEEL, "spm_runtime_r2025b-*.whl", out.parent / "wheels"), missing, out)
     return wanted
 
 
-def _download_wheel(folder: Path) -> Path:
-    found = sorted(folder.glob("spm_runtime_r2025b-*.whl"))
+def download_wheel(requirement: str, pattern: str, folder: Path) -> Path:
+    """The wheel matching `pattern` in `folder`, downloaded from PyPI (`requirement`, no dependencies) if absent."""
+    found = sorted(folder.glob(pattern))
     if not found:
         folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", WHEEL, "-d", str(folder)],
-                       check=True)
-        found = sorted(folder.glob("spm_runtime_r2025b-*.whl"))
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", requirement,
+                        "-d", str(folder)], check=True)
+        found = sorted(folder.glob(pattern))
     if not found:
-        raise RuntimeError(f"pip download of {WHEEL} left no wheel in {folder}")
+        raise RuntimeError(f"pip download of {requirement} left no wheel in {folder}")
     return found[-1]
 
 

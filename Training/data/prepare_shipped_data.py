@@ -8,6 +8,9 @@ in-plane warp (affine + elastic) of that anatomy, in one of two kinds:
 - `sim`: every contrast simulated from the warped TPM tissue maps with random tissue properties
   (MedTranslateLib.simulate): spin-echo T1/T2/PD, pseudo-CT and FDG-like PET.
 
+A third kind, `sharp`, feeds motion correction only: random warps of the sharp MNI ICBM152 2009a brain
+(nilearn's wheel, BSD-3) set in avg152T1's head, whose anatomy is as crisp as a real scan's at 2 mm.
+
 Targets are clean. Inputs are randomised (SynthSeg/SynthSR manner): T1 from random spin-echo timings, gamma,
 bias field, Rician noise, thick-slice blur; CT with noise and blur; PET with a random point-spread function
 and count noise; motion-corrupted T1 from rigid motion in k-space (test subjects: one motion history for all
@@ -24,6 +27,8 @@ Layout: OUT/{train,test}/<volume kind>/<name>.nii.gz, e.g. train/t1_in/sim03_inf
 and train/cyclegan_t2 hold T1 and T2 of disjoint subjects, real-template and simulated alike (unpaired), plus
 both contrasts of the slab of a few validation subjects (`val*`, the same name in both folders): the CycleGAN
 config holds them out by name to choose its checkpoint; they are neither trained on nor test subjects.
+train/t1_motion and train/t1_motion_target hold the motion-correction pairs of every training subject, the
+sharp ones included.
 """
 from __future__ import annotations
 
@@ -38,10 +43,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fetch_mni2009_template import fetch as fetch_mni2009  # noqa: E402
 from fetch_spm_templates import fetch  # noqa: E402
 
 from MedTranslateLib import simulate  # noqa: E402
@@ -65,14 +72,16 @@ def _source_path(spm: Path, name: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def load_sources(spm: Path) -> Tuple[sitk.Image, Dict[str, np.ndarray], np.ndarray]:
-    """The 2 mm grid, the real templates as (Z, Y, X) float32, and TPM resampled onto it as (6, Z, Y, X).
+def load_sources(spm: Path, mni: Path) -> Tuple[sitk.Image, Dict[str, np.ndarray], np.ndarray]:
+    """The 2 mm grid, the real templates as (Z, Y, X) float32 (and `t1_sharp`, see sharp_t1), and TPM
+    resampled onto it as (6, Z, Y, X).
 
     Read once per process (cached); callers treat the arrays as read-only.
     """
     images = {key: sitk.ReadImage(_source_path(spm, name), sitk.sitkFloat32) for key, name in TEMPLATES.items()}
     grid = images["t1"]
     arrays = {key: sitk.GetArrayFromImage(image) for key, image in images.items()}
+    arrays["t1_sharp"] = sharp_t1(mni, grid, arrays["t1"])
     tpm4d = sitk.ReadImage(_source_path(spm, TPM), sitk.sitkFloat32)
     size = list(tpm4d.GetSize())
     channels = []
@@ -83,6 +92,17 @@ def load_sources(spm: Path) -> Tuple[sitk.Image, Dict[str, np.ndarray], np.ndarr
     tissues = np.clip(np.stack(channels), 0.0, None)
     tissues /= np.maximum(tissues.sum(axis=0, keepdims=True), 1e-6)
     return grid, arrays, tissues.astype(np.float32)
+
+
+def sharp_t1(mni: Path, grid: sitk.Image, avg152: np.ndarray) -> np.ndarray:
+    """(Z, Y, X) T1 on `grid`: the sharp MNI ICBM152 2009a brain (1 mm, anti-aliased onto the 2 mm grid) scaled
+    to avg152T1's brain intensities, blended into avg152T1's head (scalp and skull, which 2009a lacks)."""
+    image = sitk.SmoothingRecursiveGaussian(sitk.ReadImage(str(mni), sitk.sitkFloat32), 0.85)
+    brain = sitk.GetArrayFromImage(sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0.0))
+    mask = brain > 0.05 * brain.max()
+    weight = np.clip(ndimage.gaussian_filter(mask.astype(np.float32), 1.0), 0.0, 1.0)
+    scale = np.percentile(avg152[mask], 99) / np.percentile(brain[mask], 99)
+    return (weight * brain * scale + (1.0 - weight) * avg152).astype(np.float32)
 
 
 def warp_tissues(tissues: np.ndarray, warp: Optional[simulate.InPlaneWarp]) -> np.ndarray:
@@ -163,11 +183,36 @@ def _write(volume: np.ndarray, grid: sitk.Image, z_range: Tuple[int, int], path:
     write_volume(image, path)
 
 
-def make_subject(task: Tuple[str, str, int, str, Path, Path]) -> str:
-    """One subject: (name, kind, seed, split, spm folder, out folder) -> its files under out/split/."""
-    name, kind, seed, split, spm, out = task
+def _training_parts(depth: int) -> Dict[str, Tuple[int, int]]:
+    """A training subject's two volumes: below (`inf`) and above (`sup`) the held-out slab and its guards."""
+    return {"inf": (0, SLAB[0] - GUARD), "sup": (SLAB[1] + GUARD, depth)}
+
+
+def _slicewise_motion(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Training motion input: every slice moved its own way (varied, SynthSR manner), then Rician noise."""
+    moved = simulate.slicewise_motion(clean, rng, (2, 6), **MOTION)
+    return simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)
+
+
+def make_sharp_subject(name: str, rng: np.random.Generator, grid: sitk.Image, arrays: Dict[str, np.ndarray],
+                       out: Path) -> str:
+    """Motion-correction training pairs only: a random warp of the sharp T1 (see sharp_t1)."""
+    clean = simulate.random_warp(arrays["t1"].shape[1:], rng).apply(arrays["t1_sharp"], order=1, fill=0.0)
+    volumes = {"t1_motion_target": clean, "t1_motion": _slicewise_motion(clean, rng)}
+    for part, z_range in _training_parts(clean.shape[0]).items():
+        for key, volume in volumes.items():
+            _write(volume, grid, z_range, out / "train" / key / f"{name}_{part}.nii.gz")
+    return name
+
+
+def make_subject(task: Tuple[str, str, int, str, Path, Path, Path]) -> str:
+    """One subject: (name, kind, seed, split, spm folder, MNI 2009a file, out folder) -> its files under
+    out/split/."""
+    name, kind, seed, split, spm, mni, out = task
     rng = np.random.default_rng(seed)
-    grid, arrays, tissues = load_sources(spm)
+    grid, arrays, tissues = load_sources(spm, mni)
+    if kind == "sharp":
+        return make_sharp_subject(name, rng, grid, arrays, out)
     warp = None if name == "avg152" else simulate.random_warp(arrays["t1"].shape[1:], rng)
     clean, extra = clean_volumes(kind, arrays, tissues, warp, rng)
     if split == "val":  # CycleGAN validation pairs: both clean contrasts, into both unpaired pools
@@ -176,14 +221,10 @@ def make_subject(task: Tuple[str, str, int, str, Path, Path]) -> str:
         return name
     volumes = dict(clean)
     volumes.update(input_volumes(kind, clean, extra, rng, randomise=name != "avg152"))
-    if split == "train":  # motion pairs for training: every slice moved its own way (varied, SynthSR manner)
-        moved = simulate.slicewise_motion(clean["t1"], rng, (2, 6), **MOTION)
-        volumes["t1_motion"] = simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)
-    depth = arrays["t1"].shape[0]
-    if split == "train":
-        parts = {"inf": (0, SLAB[0] - GUARD), "sup": (SLAB[1] + GUARD, depth)}
-    else:
-        parts = {"": SLAB}
+    if split == "train":  # motion pairs for training, in their own folders with the sharp subjects' pairs
+        volumes["t1_motion"] = _slicewise_motion(clean["t1"], rng)
+        volumes["t1_motion_target"] = clean["t1"]
+    parts = _training_parts(arrays["t1"].shape[0]) if split == "train" else {"": SLAB}
     for part, z_range in parts.items():
         stem = f"{name}_{part}" if part else name
         for key, volume in volumes.items():
@@ -195,10 +236,10 @@ def make_subject(task: Tuple[str, str, int, str, Path, Path]) -> str:
     return name
 
 
-def make_colin27(spm: Path, out: Path, seed: int) -> None:
+def make_colin27(spm: Path, mni: Path, out: Path, seed: int) -> None:
     """Colin27 (a real single subject, whole head) and a motion-corrupted copy: held out for motion correction."""
     rng = np.random.default_rng(seed)
-    grid, arrays, _ = load_sources(spm)
+    grid, arrays, _ = load_sources(spm, mni)
     clean = arrays["colin27"]
     moved = simulate.kspace_motion(clean, simulate.random_motion(rng, 4, **MOTION), phase_axis=0)
     moved = simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)
@@ -206,11 +247,12 @@ def make_colin27(spm: Path, out: Path, seed: int) -> None:
         _write(volume, grid, (0, clean.shape[0]), out / "test_colin27" / key / "colin27.nii.gz")
 
 
-def subject_plan(subjects: int, test_subjects: int, seed: int) -> List[Tuple[str, str, int, str]]:
-    """(name, kind, seed, split): half real-template and half simulated training subjects, CycleGAN
-    validation subjects, then test ones."""
+def subject_plan(subjects: int, test_subjects: int, seed: int, sharp_subjects: int = 0) -> List[Tuple[str, str, int, str]]:
+    """(name, kind, seed, split): half real-template and half simulated training subjects, sharp-T1 training
+    subjects (motion correction only), CycleGAN validation subjects, then test ones."""
     plan = [(f"{'real' if i % 4 < 2 else 'sim'}{i:02d}", "real" if i % 4 < 2 else "sim", seed + i, "train")
             for i in range(subjects)]
+    plan += [(f"sharp{i:02d}", "sharp", seed + 6000 + i, "train") for i in range(sharp_subjects)]
     plan += [(f"val{kind}{i}", kind, seed + 5000 + 10 * i + (kind == "sim"), "val")
              for i in range(VALIDATION_SUBJECTS) for kind in ("real", "sim")]
     plan.append(("avg152", "real", seed + 1000, "test"))
@@ -224,6 +266,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--spm", type=Path, default=None, help="SPM template folder (default: fetch into .cache)")
     parser.add_argument("--subjects", type=int, default=32, help="training subjects (half real, half simulated)")
+    parser.add_argument("--sharp-subjects", type=int, default=16,
+                        help="motion-correction training subjects warped from the sharp MNI 2009a T1")
     parser.add_argument("--test-subjects", type=int, default=2, help="simulated and warped-real test subjects each")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -231,14 +275,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.spm is None:
         paths = fetch(volumes=list(TEMPLATES.values()) + [TPM])
         args.spm = paths[0].parents[1]
+    mni = fetch_mni2009()
     started = time.time()
-    plan = subject_plan(args.subjects, args.test_subjects, args.seed)
-    tasks = [(name, kind, seed, split, args.spm, args.out) for name, kind, seed, split in plan]
+    plan = subject_plan(args.subjects, args.test_subjects, args.seed, args.sharp_subjects)
+    tasks = [(name, kind, seed, split, args.spm, mni, args.out) for name, kind, seed, split in plan]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for done in pool.map(make_subject, tasks):
             print(f"  {done}", flush=True)
-    make_colin27(args.spm, args.out, args.seed + 4000)
+    make_colin27(args.spm, mni, args.out, args.seed + 4000)
     info = {"script": "Training/data/prepare_shipped_data.py", "subjects": args.subjects,
+            "sharp_subjects": args.sharp_subjects,
             "test_subjects": args.test_subjects, "seed": args.seed, "held_out_slab_z": list(SLAB), "guard": GUARD,
             "plan": [{"name": n, "kind": k, "seed": s, "split": p} for n, k, s, p in plan],
             "seconds": round(time.time() - started, 1)}
