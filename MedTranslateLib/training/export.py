@@ -83,10 +83,11 @@ def validation_metrics(state: Dict[str, Any], config: Any, inverse: bool) -> Dic
     if f"{prefix}mae" not in last:
         return {}
     units = "source" if inverse else "target"
+    fitted_on = "source" if inverse or config.intensity.target.get("kind") == "source" else "target"
     metrics = {
         "held_out": (f"{len(last['volumes'])} validation volume(s) ({', '.join(last['volumes'])}), "
                      f"{config.data.val_slices} fixed {config.data.slice_axis} slices each, in {units} units "
-                     f"(network output mapped with the {units} volume's own fitted range), head mask per slice"),
+                     f"(network output mapped with the {fitted_on} volume's fitted range), head mask per slice"),
         "step": last["step"],
         "model": {k: last[prefix + k] for k in ("mae", "mse", "psnr", "ssim")},
     }

@@ -25,7 +25,7 @@ def fetch(out: Path = DEFAULT_OUT) -> Path:
     """Path of the T1 template under `out`, extracted from the wheel when missing."""
     target = out / Path(MEMBER).name
     if not target.is_file():
-        wheel = download_wheel(WHEEL, "nilearn-0.14.1-*.whl", out.parent / "wheels")
+        wheel = download_wheel(WHEEL, WHEEL.replace("==", "-") + "-*.whl", out.parent / "wheels")
         out.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(target.name + ".partial")
         with zipfile.ZipFile(wheel) as archive:

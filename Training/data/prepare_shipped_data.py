@@ -247,7 +247,8 @@ def make_colin27(spm: Path, mni: Path, out: Path, seed: int) -> None:
         _write(volume, grid, (0, clean.shape[0]), out / "test_colin27" / key / "colin27.nii.gz")
 
 
-def subject_plan(subjects: int, test_subjects: int, seed: int, sharp_subjects: int = 0) -> List[Tuple[str, str, int, str]]:
+def subject_plan(subjects: int, test_subjects: int, seed: int,
+                 sharp_subjects: int = 0) -> List[Tuple[str, str, int, str]]:
     """(name, kind, seed, split): half real-template and half simulated training subjects, sharp-T1 training
     subjects (motion correction only), CycleGAN validation subjects, then test ones."""
     plan = [(f"{'real' if i % 4 < 2 else 'sim'}{i:02d}", "real" if i % 4 < 2 else "sim", seed + i, "train")
