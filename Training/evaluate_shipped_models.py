@@ -207,7 +207,8 @@ def training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, A
     for subject in dataset["plan"]:
         if subject["split"] == "train":
             kinds[subject["kind"]] += 1
-    sharp = model.source == "t1_motion" and kinds["sharp"]
+    motion = model.source == "t1_motion"
+    sharp = motion and kinds["sharp"]
     return {
         "data": ("SPM templates from PyPI spm-runtime-R2025b==25.1.2.post4 (GPL-2): avg152T1/T2/PD (ICBM152 "
                  "averages of real scans), OldNorm PET (average real PET), TPM tissue probability maps; "
@@ -223,7 +224,10 @@ def training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, A
                        "random spin-echo TR/TE for simulated T1, gamma, bias field, Rician noise, thick-slice "
                        "blur; CT noise/blur; PET count noise; rigid motion in k-space (2-6 moves, up to "
                        f"{MOTION['max_rotation_deg']:.0f} deg and {2 * MOTION['max_shift_voxels']:.0f} mm; "
-                       "each training slice its own moves, each test volume one history for all slices); "
+                       "each training slice its own moves, each test volume one history for all slices"
+                       + ("; each training pair's clean T1, target and input alike, with a random contrast: gamma "
+                          "0.75-1.35, scalp brightened by 1 + 1.2 u^2 (u uniform 0-1), bias field" if motion else "")
+                       + "); "
                        "low-count PET "
                        "by Poisson thinning to 4-20 % of 300-1000 counts. " + _hardware_note(hardware)),
         "split": (f"training: {dataset['subjects']} warped subjects with the axial slab z = 35..55 removed; held "

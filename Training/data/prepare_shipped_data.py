@@ -28,7 +28,8 @@ and train/cyclegan_t2 hold T1 and T2 of disjoint subjects, real-template and sim
 both contrasts of the slab of a few validation subjects (`val*`, the same name in both folders): the CycleGAN
 config holds them out by name to choose its checkpoint; they are neither trained on nor test subjects.
 train/t1_motion and train/t1_motion_target hold the motion-correction pairs of every training subject, the
-sharp ones included.
+sharp ones included; each pair's clean T1 has its own random contrast (gamma, scalp brightness, bias field),
+shared by the target and the motion-corrupted input.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ TPM = "tpm/TPM.nii"
 DEFAULT_OUT = REPO / "Training" / "data" / "shipped"
 MR_KINDS = ("t1", "t2", "pd")
 VALIDATION_SUBJECTS = 2  # of each kind, real and simulated: the CycleGAN's validation pairs
+SOFT_TISSUE = simulate.TISSUES.index("soft")  # TPM channel of the scalp and other soft tissue
 MOTION = {"max_rotation_deg": 8.0, "max_shift_voxels": 4.0}  # up to 8 degrees and 8 mm between moves
 
 
@@ -188,17 +190,30 @@ def _training_parts(depth: int) -> Dict[str, Tuple[int, int]]:
     return {"inf": (0, SLAB[0] - GUARD), "sup": (SLAB[1] + GUARD, depth)}
 
 
-def _slicewise_motion(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Training motion input: every slice moved its own way (varied, SynthSR manner), then Rician noise."""
-    moved = simulate.slicewise_motion(clean, rng, (2, 6), **MOTION)
-    return simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)
+def motion_contrast(clean: np.ndarray, scalp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A motion pair's clean T1 with a random contrast: gamma, then the scalp (TPM soft tissue, (Z, Y, X)
+    probability) brightened by a factor 1 + 1.2 u², u uniform in [0, 1] (most pairs near the templates' contrast,
+    some with the bright fat of real T1 scans: Colin27's brain sits far below its scalp), then a mild bias field."""
+    out = simulate.gamma(clean, float(np.exp(rng.uniform(np.log(0.75), np.log(1.35)))))
+    out = out * (1.0 + 1.2 * float(rng.uniform(0.0, 1.0)) ** 2 * scalp)
+    return (out * simulate.bias_field(out.shape, rng, float(rng.uniform(0.0, 0.15)))).astype(np.float32)
+
+
+def motion_pair(clean: np.ndarray, scalp: np.ndarray, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """Training motion pair: the target is `clean` with a random contrast (motion_contrast); the input is the
+    target with every slice moved its own way (varied, SynthSR manner), then Rician noise."""
+    target = motion_contrast(clean, scalp, rng)
+    moved = simulate.slicewise_motion(target, rng, (2, 6), **MOTION)
+    return {"t1_motion_target": target,
+            "t1_motion": simulate.rician_noise(moved, 0.01 * _percentile_top(moved), rng)}
 
 
 def make_sharp_subject(name: str, rng: np.random.Generator, grid: sitk.Image, arrays: Dict[str, np.ndarray],
-                       out: Path) -> str:
+                       tissues: np.ndarray, out: Path) -> str:
     """Motion-correction training pairs only: a random warp of the sharp T1 (see sharp_t1)."""
-    clean = simulate.random_warp(arrays["t1"].shape[1:], rng).apply(arrays["t1_sharp"], order=1, fill=0.0)
-    volumes = {"t1_motion_target": clean, "t1_motion": _slicewise_motion(clean, rng)}
+    warp = simulate.random_warp(arrays["t1"].shape[1:], rng)
+    clean = warp.apply(arrays["t1_sharp"], order=1, fill=0.0)
+    volumes = motion_pair(clean, warp_tissues(tissues, warp)[SOFT_TISSUE], rng)
     for part, z_range in _training_parts(clean.shape[0]).items():
         for key, volume in volumes.items():
             _write(volume, grid, z_range, out / "train" / key / f"{name}_{part}.nii.gz")
@@ -212,7 +227,7 @@ def make_subject(task: Tuple[str, str, int, str, Path, Path, Path]) -> str:
     rng = np.random.default_rng(seed)
     grid, arrays, tissues = load_sources(spm, mni)
     if kind == "sharp":
-        return make_sharp_subject(name, rng, grid, arrays, out)
+        return make_sharp_subject(name, rng, grid, arrays, tissues, out)
     warp = None if name == "avg152" else simulate.random_warp(arrays["t1"].shape[1:], rng)
     clean, extra = clean_volumes(kind, arrays, tissues, warp, rng)
     if split == "val":  # CycleGAN validation pairs: both clean contrasts, into both unpaired pools
@@ -222,8 +237,7 @@ def make_subject(task: Tuple[str, str, int, str, Path, Path, Path]) -> str:
     volumes = dict(clean)
     volumes.update(input_volumes(kind, clean, extra, rng, randomise=name != "avg152"))
     if split == "train":  # motion pairs for training, in their own folders with the sharp subjects' pairs
-        volumes["t1_motion"] = _slicewise_motion(clean["t1"], rng)
-        volumes["t1_motion_target"] = clean["t1"]
+        volumes.update(motion_pair(clean["t1"], extra["tissues"][SOFT_TISSUE], rng))
     parts = _training_parts(arrays["t1"].shape[0]) if split == "train" else {"": SLAB}
     for part, z_range in parts.items():
         stem = f"{name}_{part}" if part else name
