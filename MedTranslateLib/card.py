@@ -10,6 +10,7 @@ from .intensity import MODALITIES, IntensityPair
 
 SCHEMA_VERSION = 1
 TASKS = ("translation", "motion-correction", "denoising")
+PAD_MODES = ("reflect", "background")  # how slices are padded: mirrored borders, or the background value -1
 
 # key -> (required, accepted types)
 _SCHEMA: Dict[str, Any] = {
@@ -32,6 +33,7 @@ _SCHEMA: Dict[str, Any] = {
     "description": (False, (str,)),
     "warnings": (False, (list,)),
     "inverse_weights_sha256": (False, (str,)),
+    "pad": (False, (str,)),
 }
 
 
@@ -62,6 +64,7 @@ class ModelCard:
     description: str = ""
     warnings: List[str] = field(default_factory=list)
     inverse_weights_sha256: Optional[str] = None
+    pad: str = "reflect"  # as the network's training crops were padded (data.pad), so inference pads alike
 
     @property
     def in_channels(self) -> int:
@@ -122,6 +125,8 @@ def _check_values(data: Dict[str, Any]) -> None:
         raise CardError(f"slice_axis '{data['slice_axis']}' is unknown (known: {', '.join(SLICE_AXES)})")
     if data["context_slices"] < 0:
         raise CardError("context_slices must be >= 0")
+    if data.get("pad", "reflect") not in PAD_MODES:
+        raise CardError(f"pad '{data['pad']}' is unknown (known: {', '.join(PAD_MODES)})")
     spacing = data["spacing_mm"]
     if spacing is not None and (len(spacing) != 2 or not all(isinstance(s, (int, float)) and s > 0 for s in spacing)):
         raise CardError("spacing_mm must be null or [row_mm, column_mm] with positive numbers")

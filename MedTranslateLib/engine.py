@@ -38,14 +38,17 @@ def slice_indices(count: int, context: int, batch: np.ndarray) -> np.ndarray:
     return np.clip(batch[:, None] + offsets[None, :], 0, count - 1)
 
 
-def pad_to_multiple(batch: torch.Tensor, multiple: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, H', W') with H', W' multiples of `multiple`; mirrored borders."""
+def pad_to_multiple(batch: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H', W') with H', W' multiples of `multiple`, centred; `mode` (card.PAD_MODES):
+    "reflect", mirrored borders (replicated where a mirror would not fit), or "background", the value -1."""
     height, width = batch.shape[-2:]
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     if not pad_h and not pad_w:
         return batch
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    return F.pad(batch, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), mode=mode)
+    sides = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+    if mode == "background":
+        return F.pad(batch, sides, value=-1.0)
+    return F.pad(batch, sides, mode="reflect" if pad_h < height and pad_w < width else "replicate")
 
 
 def crop_to(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -59,11 +62,13 @@ class SliceEngine:
     """Runs a 2D network over the slices of a volume, batch by batch, on one device."""
 
     def __init__(self, network: torch.nn.Module, device: torch.device, context: int = 0,
-                 options: EngineOptions = EngineOptions(), mirror_context: bool = False) -> None:
+                 options: EngineOptions = EngineOptions(), mirror_context: bool = False, pad: str = "reflect") -> None:
         """`mirror_context`: the left-right mirror used by test-time augmentation reverses the context
-        channels (sagittal slicing) instead of flipping columns (axial and coronal)."""
+        channels (sagittal slicing) instead of flipping columns (axial and coronal). `pad`: how slices are
+        padded to the network's size multiple (the model card's `pad`, as its training crops were)."""
         self.device = device
         self.context = context
+        self.pad = pad
         self.options = options
         self.mirror_context = mirror_context
         self.multiple = size_multiple(network)
@@ -126,7 +131,7 @@ class SliceEngine:
     def _infer(self, inputs: np.ndarray) -> np.ndarray:
         """(B, C, H, W) float32 in [-1, 1] -> (B, H, W) float32 network output."""
         height, width = inputs.shape[-2:]
-        batch = pad_to_multiple(torch.from_numpy(np.ascontiguousarray(inputs)), self.multiple)
+        batch = pad_to_multiple(torch.from_numpy(np.ascontiguousarray(inputs)), self.multiple, self.pad)
         batch = batch.to(self.device, non_blocking=True)
         if self.options.tta:
             mirrored = batch.flip(1) if self.mirror_context else batch.flip(-1)

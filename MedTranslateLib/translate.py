@@ -49,7 +49,7 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
     output = np.empty(source.shape, dtype=np.float32)
     engine = SliceEngine(model.network, select_device(device), card.context_slices,
                          EngineOptions(batch_size=batch_size, precision=precision, tta=tta, compile=compile),
-                         mirror_context=card.slice_axis == "sagittal")
+                         mirror_context=card.slice_axis == "sagittal", pad=card.pad)
     engine.run(orientation.apply(source), orientation.apply(output), source_range.to_network,
                target_range.from_network, progress, cancel)
     if target_spacing is not None:

@@ -27,14 +27,14 @@ def network(in_channels: int) -> torch.nn.Module:
     return net.eval()
 
 
-def plain_loop(net: torch.nn.Module, volume: np.ndarray, context: int) -> np.ndarray:
+def plain_loop(net: torch.nn.Module, volume: np.ndarray, context: int, pad: str = "reflect") -> np.ndarray:
     """The reference: one slice at a time, float32, no tricks."""
     out = np.empty(volume.shape, np.float32)
     for index in range(volume.shape[0]):
         channels = [volume[min(max(index + o, 0), volume.shape[0] - 1)] for o in range(-context, context + 1)]
         x = torch.from_numpy(SOURCE_RANGE.to_network(np.stack(channels)[None]))
         with torch.no_grad():
-            y = crop_to(net(pad_to_multiple(x, 4)), *volume.shape[1:])
+            y = crop_to(net(pad_to_multiple(x, 4, pad)), *volume.shape[1:])
         out[index] = TARGET_RANGE.from_network(y[0, 0].numpy())
     return out
 
@@ -84,6 +84,28 @@ def test_pad_then_crop_is_identity(height, width):
     padded = pad_to_multiple(batch, 8)
     assert padded.shape[-2] % 8 == 0 and padded.shape[-1] % 8 == 0
     assert torch.equal(crop_to(padded, height, width), batch)
+
+
+def test_background_padding_surrounds_the_slice_with_minus_one():
+    batch = torch.rand(2, 1, 5, 13)
+    padded = pad_to_multiple(batch, 8, "background")
+    assert padded.shape == (2, 1, 8, 16)
+    assert torch.equal(crop_to(padded, 5, 13), batch)
+    border = torch.ones(8, 16, dtype=torch.bool)
+    border[1:6, 1:14] = False  # centred: 1 row above, 2 below, 1 column left, 2 right
+    assert torch.equal(padded[..., border], torch.full((2, 1, int(border.sum())), -1.0))
+
+
+def test_engine_pads_as_told_like_the_model_was_trained():
+    volume = np.random.default_rng(7).uniform(0, 600, (4, 10, 13)).astype(np.float32)
+    net = network(1)
+    outputs = {}
+    for pad in ("reflect", "background"):
+        outputs[pad] = np.empty_like(volume)
+        SliceEngine(net, torch.device("cpu"), pad=pad).run(volume, outputs[pad], SOURCE_RANGE.to_network,
+                                                           TARGET_RANGE.from_network)
+        np.testing.assert_allclose(outputs[pad], plain_loop(net, volume, 0, pad), atol=1e-2)
+    assert np.abs(outputs["reflect"] - outputs["background"]).max() > 1.0  # the borders reach the output
 
 
 def test_progress_reports_every_batch_and_cancel_stops_within_one_batch():

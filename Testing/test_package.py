@@ -55,6 +55,7 @@ def test_zip_package_loads_like_the_folder(package, tmp_path):
     ({"source_modality": "X-ray"}, "source_modality"),
     ({"slice_axis": "oblique"}, "slice_axis"),
     ({"context_slices": "1"}, "context_slices"),
+    ({"pad": "zeros"}, "pad"),
     ({"spacing_mm": [1.0]}, "spacing_mm"),
     ({"schema_version": 99}, "schema_version"),
     ({"intensity": {"source": {"kind": "ct"}, "target": {"kind": "ct", "window": [0, 1]}}}, "window"),
@@ -133,5 +134,7 @@ def test_bundled_models_all_load():
 
 
 def test_card_round_trip_keeps_every_key():
-    fields = card_fields(weights_sha256="0" * 64, warnings=["w"], description="d")
+    fields = card_fields(weights_sha256="0" * 64, warnings=["w"], description="d", pad="background")
     assert ModelCard.from_dict(fields).to_dict() == fields
+    del fields["pad"]  # a card written before the key existed: mirrored borders, said explicitly from now on
+    assert ModelCard.from_dict(fields).to_dict() == {**fields, "pad": "reflect"}

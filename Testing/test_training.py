@@ -266,6 +266,9 @@ def test_export_translate_evaluate_round_trip(slabs, tmp_path, tmp_path_factory,
     card = model.card
     assert card.id == "tiny-trained-unet" and card.architecture["variant"] == "classic"
     assert card.spacing_mm == [2.0, 2.0] and card.slice_axis == "axial" and card.context_slices == 0
+    assert card.pad == "reflect"  # data.pad of the run: inference pads slices as the training crops were
+    background = overfit_run("medgan", slabs, tmp_path_factory)  # its config pads crops with the background
+    assert export_checkpoint(background.checkpoint, tmp_path / "background").pad == "background"
     assert card.training["recipe"] == "unet_l2" and card.training["steps"] == OVERFIT["unet_l2"][1]
     assert card.training["data"]["training"] == ["s1"] and card.training["data"]["validation"] == ["s2"]
     assert "CPU" in card.training["hardware"]

@@ -84,6 +84,18 @@ def test_source_target_returns_in_the_input_units(tmp_path, tiny):
                                   sitk.GetArrayFromImage(translate_image(image, tiny, device="cpu")))
 
 
+def test_slices_are_padded_as_the_card_says(tmp_path, tiny):
+    """A card whose network trained on background-padded crops (`pad`) is run on background-padded slices."""
+    assert tiny.card.pad == "reflect"  # a card without the key keeps the mirrored borders
+    background = load_model(build_tiny_model(tmp_path / "background", pad="background"))  # the same weights
+    assert background.card.pad == "background"
+    # slices of 26 x 21 (padded to the network's multiple 4) cut from inside the head: anatomy on every border
+    image = sitk.GetImageFromArray(np.ascontiguousarray(head_phantom((41, 52, 5))[:, 13:39, 10:31]))
+    reflected = sitk.GetArrayFromImage(translate_image(image, tiny, device="cpu"))
+    padded = sitk.GetArrayFromImage(translate_image(image, background, device="cpu"))
+    assert np.abs(reflected.astype(float) - padded).max() > 0
+
+
 def test_two_d_image_becomes_one_slice(tiny):
     plane = sitk.GetImageFromArray(head_phantom((20, 24, 9))[4])
     plane.SetSpacing((0.7, 0.8))

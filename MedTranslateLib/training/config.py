@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Type
 
 from ..axes import SLICE_AXES
-from ..card import TASKS
+from ..card import PAD_MODES, TASKS
 from ..errors import InputError
 from ..intensity import MODALITIES, IntensityPair
 
@@ -35,7 +35,6 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
-PAD_MODES = ("reflect", "background")
 BEST_METRICS = {"mae": "lower", "psnr": "higher", "ssim": "higher"}  # train.keep_best: which way is better
 
 
@@ -88,7 +87,8 @@ class DataSection:
     foreground_floor: float = 0.05   # slice weight = foreground fraction + floor
     flip: bool = True                # random left-right mirror
     gamma: List[float] = field(default_factory=lambda: [1.0, 1.0])  # input gamma jitter range on [0, 1]
-    pad: str = "reflect"             # crops larger than the slice: "reflect" borders or "background" (-1)
+    pad: str = "reflect"             # crops larger than the slice: "reflect" borders or "background" (-1);
+                                     # the card keeps it, and inference pads slices alike
     val_count: int = 0               # hold out the last N pairs by sorted name ...
     val_names: List[str] = field(default_factory=list)  # ... or these names
     val_slices: int = 4              # fixed validation slices per validation volume

@@ -26,7 +26,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import SimpleITK as sitk
 import torch
-import torch.nn.functional as F
 from skimage.filters import threshold_otsu
 from torch.utils.data import Dataset, IterableDataset
 
@@ -265,15 +264,9 @@ class SliceSampler:
 
 
 def pad_to_size(stack: np.ndarray, size: int, mode: str) -> np.ndarray:
-    """(C, h, w) with h, w <= size -> (C, size, size), centred: mirrored borders as `engine.pad_to_multiple`
-    pads (replicated where a mirror would not fit), or the background value -1."""
-    tensor = torch.from_numpy(np.ascontiguousarray(stack))[None]
-    if mode == "reflect":
-        padded = pad_to_multiple(tensor, size)
-    else:
-        pad_h, pad_w = size - stack.shape[-2], size - stack.shape[-1]
-        padded = F.pad(tensor, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=-1.0)
-    return padded[0].numpy()
+    """(C, h, w) with h, w <= size -> (C, size, size), centred, padded as inference pads (`engine.pad_to_multiple`,
+    `mode` "reflect" or "background")."""
+    return pad_to_multiple(torch.from_numpy(np.ascontiguousarray(stack))[None], size, mode)[0].numpy()
 
 
 class _Table:

@@ -157,6 +157,7 @@ def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = No
         "spacing_mm": [float(s) for s in data["spacing_mm"]],
         "slice_axis": config.data.slice_axis,
         "context_slices": config.data.context_slices,
+        "pad": config.data.pad,
         "training": training,
         "metrics": metrics,
         "license": model.license,

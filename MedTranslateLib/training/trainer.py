@@ -544,7 +544,7 @@ class Trainer:
         outputs = []
         for start in range(0, len(inputs), 8):
             batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + 8])).to(self.device)
-            batch = pad_to_multiple(batch, size_multiple(network))
+            batch = pad_to_multiple(batch, size_multiple(network), self.config.data.pad)
             with self.recipe.autocast():
                 result = network(batch)
             outputs.append(crop_to(result, height, width)[:, 0].float().cpu().numpy())
