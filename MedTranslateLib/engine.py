@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .card import PAD_MODES
 from .device import autocast_dtype
 from .networks import fold_batch_norms, size_multiple
 from .progress import ProgressCallback, check_cancel, report
@@ -39,8 +40,10 @@ def slice_indices(count: int, context: int, batch: np.ndarray) -> np.ndarray:
 
 
 def pad_to_multiple(batch: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, H', W') with H', W' multiples of `multiple`, centred; `mode` (card.PAD_MODES):
+    """(B, C, H, W) -> (B, C, H', W') with H', W' multiples of `multiple`, centred; `mode` (PAD_MODES):
     "reflect", mirrored borders (replicated where a mirror would not fit), or "background", the value -1."""
+    if mode not in PAD_MODES:
+        raise ValueError(f"pad mode '{mode}' is unknown (known: {', '.join(PAD_MODES)})")
     height, width = batch.shape[-2:]
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     if not pad_h and not pad_w:

@@ -94,6 +94,8 @@ def test_background_padding_surrounds_the_slice_with_minus_one():
     border = torch.ones(8, 16, dtype=torch.bool)
     border[1:6, 1:14] = False  # centred: 1 row above, 2 below, 1 column left, 2 right
     assert torch.equal(padded[..., border], torch.full((2, 1, int(border.sum())), -1.0))
+    with pytest.raises(ValueError, match="pad mode 'zeros'"):
+        pad_to_multiple(batch, 8, "zeros")
 
 
 def test_engine_pads_as_told_like_the_model_was_trained():
