@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 sys.path.insert(0, str(REPO / "Training" / "data"))
-from prepare_shipped_data import MOTION, SLAB  # noqa: E402
+from prepare_shipped_data import MOTION, MOTION_CONTRAST, SLAB  # noqa: E402
 from shipped_models import DATA, MODELS, RESULTS, SHIPPED, ShippedModel  # noqa: E402
 
 from MedTranslateLib.card import ModelCard  # noqa: E402
@@ -226,7 +226,8 @@ def training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, A
                        f"{MOTION['max_rotation_deg']:.0f} deg and {2 * MOTION['max_shift_voxels']:.0f} mm; "
                        "each training slice its own moves, each test volume one history for all slices"
                        + ("; each training pair's clean T1, target and input alike, with a random contrast: gamma "
-                          "0.75-1.35, scalp brightened by 1 + 1.2 u^2 (u uniform 0-1), bias field" if motion else "")
+                          "{0[0]}-{0[1]}, scalp brightened by 1 + {1} u^2 (u uniform 0-1), bias field"
+                          .format(MOTION_CONTRAST["gamma"], MOTION_CONTRAST["scalp_gain"]) if motion else "")
                        + "); "
                        "low-count PET "
                        "by Poisson thinning to 4-20 % of 300-1000 counts. " + _hardware_note(hardware)),

@@ -65,6 +65,8 @@ MR_KINDS = ("t1", "t2", "pd")
 VALIDATION_SUBJECTS = 2  # of each kind, real and simulated: the CycleGAN's validation pairs
 SOFT_TISSUE = simulate.TISSUES.index("soft")  # TPM channel of the scalp and other soft tissue
 MOTION = {"max_rotation_deg": 8.0, "max_shift_voxels": 4.0}  # up to 8 degrees and 8 mm between moves
+# a motion pair's random contrast (motion_contrast): gamma range, scalp gain (1 + gain u²), bias-field strength
+MOTION_CONTRAST = {"gamma": (0.75, 1.35), "scalp_gain": 1.2, "max_bias": 0.15}
 
 
 def _source_path(spm: Path, name: str) -> str:
@@ -191,12 +193,15 @@ def _training_parts(depth: int) -> Dict[str, Tuple[int, int]]:
 
 
 def motion_contrast(clean: np.ndarray, scalp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A motion pair's clean T1 with a random contrast: gamma, then the scalp (TPM soft tissue, (Z, Y, X)
-    probability) brightened by a factor 1 + 1.2 u², u uniform in [0, 1] (most pairs near the templates' contrast,
-    some with the bright fat of real T1 scans: Colin27's brain sits far below its scalp), then a mild bias field."""
-    out = simulate.gamma(clean, float(np.exp(rng.uniform(np.log(0.75), np.log(1.35)))))
-    out = out * (1.0 + 1.2 * float(rng.uniform(0.0, 1.0)) ** 2 * scalp)
-    return (out * simulate.bias_field(out.shape, rng, float(rng.uniform(0.0, 0.15)))).astype(np.float32)
+    """A motion pair's clean T1 with a random contrast (MOTION_CONTRAST): gamma, then the scalp (TPM soft tissue,
+    (Z, Y, X) probability) brightened by a factor 1 + gain u², u uniform in [0, 1] (most pairs near the templates'
+    contrast, some with the bright fat of real T1 scans: Colin27's brain sits far below its scalp), then a mild
+    bias field."""
+    low, high = MOTION_CONTRAST["gamma"]
+    out = simulate.gamma(clean, float(np.exp(rng.uniform(np.log(low), np.log(high)))))
+    out = out * (1.0 + MOTION_CONTRAST["scalp_gain"] * float(rng.uniform(0.0, 1.0)) ** 2 * scalp)
+    bias = float(rng.uniform(0.0, MOTION_CONTRAST["max_bias"]))
+    return (out * simulate.bias_field(out.shape, rng, bias)).astype(np.float32)
 
 
 def motion_pair(clean: np.ndarray, scalp: np.ndarray, rng: np.random.Generator) -> Dict[str, np.ndarray]:
