@@ -298,7 +298,23 @@ def test_residual_casnet_starts_as_identity_and_learns_the_correction(in_channel
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.75 * first
-    assert not torch.equal(net.blocks[-1].final_conv().weight, torch.zeros_like(net.blocks[-1].final_conv().weight))
+    for block in net.blocks:  # every block refines the image: each one's correction has learned
+        assert not torch.equal(block.final_conv().weight, torch.zeros_like(block.final_conv().weight))
+
+
+def test_residual_casnet_blocks_refine_the_previous_estimate() -> None:
+    torch.manual_seed(0)
+    net = build_network({"name": "casnet", "n_blocks": 3, "width": 4, "num_downs": 4, "residual": True},
+                        in_channels=3).eval()
+    for block in net.blocks:
+        nn.init.normal_(block.final_conv().weight, std=0.1)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = x[:, 1:2] + net.blocks[0](x)
+        for block in net.blocks[1:]:
+            expected = expected + block(expected)
+        torch.testing.assert_close(net(x), expected)
+        assert not torch.allclose(net(x), x[:, 1:2] + net.blocks(x))
 
 
 @pytest.mark.parametrize("spec", [

@@ -14,11 +14,13 @@ class CasNet(nn.Module):
     out_channels -> out_channels, refining the previous block's output image.
     H and W must be multiples of `size_multiple` = 2**num_downs.
 
-    `residual` (for same-modality tasks: denoising, artefact correction) adds the input's
-    centre channel (in_channels // 2, the slice itself when neighbours give context) to the
-    cascade's output, so the network learns only the correction; the output then lies in
-    [-2, 2] and is not clamped. The last block's final transposed conv starts at zero, so an
-    untrained residual CasNet returns its input. Needs out_channels 1.
+    `residual` (for same-modality tasks: denoising, artefact correction) makes every block a
+    refinement of the image so far: y_0 is the input's centre channel (in_channels // 2, the
+    slice itself when neighbours give context), y_1 = y_0 + block_1(x) and
+    y_k = y_(k-1) + block_k(y_(k-1)), so each block learns only a correction of the previous
+    estimate. The output is not clamped (each correction lies in [-1, 1]). Every block's final
+    transposed conv starts at zero, so an untrained residual CasNet returns its input. Needs
+    out_channels 1.
     """
 
     def __init__(
@@ -54,12 +56,15 @@ class CasNet(nn.Module):
             )
         )
         if residual:
-            final_conv = self.blocks[-1].final_conv()
-            nn.init.zeros_(final_conv.weight)
-            nn.init.zeros_(final_conv.bias)
+            for block in self.blocks:
+                nn.init.zeros_(block.final_conv().weight)
+                nn.init.zeros_(block.final_conv().bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B,in_channels,H,W) -> (B,out_channels,H,W), H and W multiples of 2**num_downs."""
-        if self.residual:
-            return x[:, self.centre : self.centre + 1] + self.blocks(x)
-        return self.blocks(x)
+        if not self.residual:
+            return self.blocks(x)
+        image = x[:, self.centre : self.centre + 1] + self.blocks[0](x)
+        for block in self.blocks[1:]:
+            image = image + block(image)
+        return image
