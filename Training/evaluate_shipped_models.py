@@ -159,12 +159,14 @@ def grid_png(rows: List[Tuple[str, Dict[str, Optional[np.ndarray]]]], card: Mode
 
 def update_card(package: Path, metrics: Dict[str, Any], training: Dict[str, Any], caveat: str = "") -> None:
     """Rewrite model.json with the held-out metrics and the catalogue's caveat (the weights and their hashes
-    are unchanged)."""
+    are unchanged). The caveat is kept in `training.caveat` too, so that a later evaluation replaces it even
+    after its text has changed."""
     data = json.loads((package / CARD_FILE).read_text(encoding="utf-8"))
+    previous = data["training"].pop("caveat", None)
     data["metrics"] = metrics
-    data["training"] = {**data["training"], **training}
-    data["warnings"] = [w for w in data.get("warnings", [])
-                        if "no metrics" not in w and "held-out validation of the inverse" not in w and w != caveat]
+    data["training"] = {**data["training"], **training, **({"caveat": caveat} if caveat else {})}
+    data["warnings"] = [w for w in data.get("warnings", []) if "no metrics" not in w
+                        and "held-out validation of the inverse" not in w and w not in (caveat, previous)]
     if caveat:
         data["warnings"].append(caveat)
     if not data["warnings"]:

@@ -38,9 +38,9 @@ CYCLEGAN_CAVEAT = ("Outputs carry a fine checkerboard texture and noise (a compa
                    "On the sharp real Colin27 head the texture dominates the output.")
 
 MOTION_CAVEAT = ("Removes part of the ghosting of simulated rigid motion; severe ghosting stays visible and gains a "
-                 "grainy texture. On the real Colin27 head (never trained on; four moves of up to 8 degrees and "
-                 "8 mm, one history for the whole head) it is about even with its input: SSIM a little higher, "
-                 "MAE and PSNR a little worse (see metrics.by_group).")
+                 "grainy texture. On the real Colin27 head (never trained on; one motion history for the whole "
+                 "head) it is about even with its input: SSIM a little higher, MAE and PSNR a little worse (see "
+                 "metrics.by_group).")
 
 SHIPPED: Tuple[ShippedModel, ...] = (
     ShippedModel("mr-t1-to-t2-cyclegan", "mr-t1-t2-cyclegan", "t1", "t2", caveat=CYCLEGAN_CAVEAT),
