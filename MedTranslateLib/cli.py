@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CycleGAN: export the inverse generator (target -> source) as the model")
     export.add_argument("--no-inverse", dest="with_inverse", action="store_false",
                         help="CycleGAN: leave the other direction's generator out of the package")
+    export.add_argument("--redact-data", nargs="?", const="<redacted>", default=None, metavar="TEXT",
+                        help="name the training data in the card by TEXT (default '<redacted>') instead of its "
+                             "folders (relative to the config file, or their own names)")
 
     demo = commands.add_parser("demo", help="translate the bundled sample with the bundled model")
     demo.add_argument("--out", default="demo_output", help="folder for the result and its preview")
@@ -182,7 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .training.export import run_export_command
 
-    return run_export_command(args.checkpoint, args.outdir, args.id, args.reverse, args.with_inverse)
+    return run_export_command(args.checkpoint, args.outdir, args.id, args.reverse, args.with_inverse,
+                              args.redact_data)
 
 
 COMMANDS: Dict[str, Command] = {"translate": cmd_translate, "models": cmd_models, "info": cmd_info,

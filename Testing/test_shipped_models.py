@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -79,3 +81,28 @@ def test_model_translates_a_real_volume_onto_its_grid(model_id):
     assert output.GetDirection() == image.GetDirection()
     values = sitk.GetArrayFromImage(output)
     assert np.isfinite(values).all() and values.std() > 0
+
+
+ABSOLUTE_PATH = re.compile(r"(^|[\s\"'(=:,])(/[^/\s\"']+/|[A-Za-z]:[\\/]|~/)")  # /x/..., C:\..., ~/...
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
+@pytest.mark.parametrize("document", sorted((REPO / "MedTranslateLib" / "models").glob("*/model.json"))
+                         + [REPO / "Training" / "results" / "shipped" / "metrics.json"], ids=lambda p: p.parent.name)
+def test_bundled_cards_and_results_hold_no_path_of_the_building_machine(document):
+    data = json.loads(document.read_text(encoding="utf-8"))
+    leaks = [text for text in strings_in(data) if ABSOLUTE_PATH.search(text)]
+    assert not leaks, leaks[:3]
+    assert '"out_dir"' not in document.read_text(encoding="utf-8")

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Dict, List
 
@@ -270,7 +271,8 @@ def test_export_translate_evaluate_round_trip(slabs, tmp_path, tmp_path_factory,
     background = overfit_run("medgan", slabs, tmp_path_factory)  # its config pads crops with the background
     assert export_checkpoint(background.checkpoint, tmp_path / "background").pad == "background"
     assert card.training["recipe"] == "unet_l2" and card.training["steps"] == OVERFIT["unet_l2"][1]
-    assert card.training["data"]["training"] == ["s1"] and card.training["data"]["validation"] == ["s2"]
+    assert card.training["data"]["counts"]["validation_pairs"] == 1  # counts and folder names, no file names
+    assert card.training["data"]["source"] == "T1" and "training" not in card.training["data"]
     assert "CPU" in card.training["hardware"]
     assert card.metrics["model"]["mae"] < card.metrics["baseline_identity"]["mae"]
 
@@ -288,6 +290,77 @@ def test_export_translate_evaluate_round_trip(slabs, tmp_path, tmp_path_factory,
     assert main(["evaluate", str(source), str(reference), "--json"]) == 0
     identity = json.loads(capsys.readouterr().out)
     assert model_metrics["mae"] < identity["mae"]
+
+
+PATIENT = "Patient^Name_123"
+
+
+def patient_named_run(slabs: Path, study: Path, config_file: Path, *extra: str):
+    """A 2-step U-Net run on the slabs copied to folders and files named after a patient (as clinical exports
+    often are), its output folder inside them too, started from `config_file`."""
+    data = study / PATIENT
+    for folder in ("T1", "T2"):
+        (data / folder).mkdir(parents=True)
+        for subject in ("s1", "s2"):
+            shutil.copy(slabs / folder / f"{subject}.nii.gz", data / folder / f"{PATIENT}_{subject}.nii.gz")
+    settings = overrides("unet_l2", slabs, data / "run", "optim.steps=2", f"data.source={data / 'T1'}",
+                         f"data.target={data / 'T2'}", "data.val_count=0", f'data.val_names=["{PATIENT}_s2"]',
+                         *extra)
+    return train(load_config(config_file, settings), echo=False)
+
+
+def package_text(package: Path) -> str:
+    """Everything a shared package shows: its card, the header (metadata) of every weights file, and the
+    entry names of the package zipped as users share it."""
+    texts = [(package / "model.json").read_text(encoding="utf-8")]
+    for weights in package.glob("*.safetensors"):
+        blob = weights.read_bytes()
+        texts.append(blob[8:8 + int.from_bytes(blob[:8], "little")].decode("utf-8"))
+    archive = Path(shutil.make_archive(str(package), "zip", package.parent, package.name))
+    texts.extend(zipfile.ZipFile(archive).namelist())
+    return "\n".join(texts)
+
+
+def test_export_keeps_patient_folders_and_machine_paths_out_of_the_package(slabs, tmp_path):
+    run = patient_named_run(slabs, tmp_path, CONFIGS / CONFIG_FILES["unet_l2"])  # data outside the config's folder
+    package = tmp_path / "shared" / "package"
+    card = export_checkpoint(run.checkpoint, package)
+    text = package_text(package)
+    for trace in ("Patient", "Name_123", str(tmp_path), str(REPO), "out_dir", "exported_on"):
+        assert trace not in text, trace
+    assert card.training["data"] == {"paired": True, "source": "T1", "target": "T2",
+                                     "counts": card.training["data"]["counts"]}
+    assert card.training["config"]["data"]["val_names"] == ["<1 volume name(s) withheld>"]
+    assert load_checkpoint(run.checkpoint)["config"]["train"]["out_dir"]  # the local checkpoint keeps it all
+
+
+def test_export_names_data_relative_to_the_config_or_redacts_it(slabs, tmp_path, capsys):
+    study = tmp_path / "study"
+    study.mkdir()
+    config_file = study / "config.toml"
+    shutil.copy(CONFIGS / CONFIG_FILES["unet_l2"], config_file)
+    run = patient_named_run(slabs, study, config_file)
+    card = export_checkpoint(run.checkpoint, tmp_path / "plain")
+    assert card.training["data"]["source"] == f"{PATIENT}/T1"  # inside the config's folder: relative to it
+    assert main(["export", str(run.checkpoint), str(tmp_path / "redacted"), "--redact-data", "site data"]) == 0
+    text = package_text(tmp_path / "redacted")
+    assert "Patient" not in text and str(tmp_path) not in text
+    redacted = load_package(tmp_path / "redacted").card.training
+    assert redacted["data"]["source"] == redacted["config"]["data"]["target"] == "site data"
+    capsys.readouterr()
+
+
+def test_cards_exported_before_cleaning_still_load(tmp_path):
+    """Old packages keep working: a card with absolute data paths, out_dir, host name and file lists loads."""
+    package = tmp_path / "old"
+    shutil.copytree(REPO / "MedTranslateLib" / "models" / "ct-to-mr-t1-unet-l2", package)
+    card = json.loads((package / "model.json").read_text(encoding="utf-8"))
+    card["training"]["exported_on"] = "workstation-7"
+    card["training"]["config"]["train"]["out_dir"] = "/home/someone/runs/x"
+    card["training"]["config"]["data"]["source"] = "/home/someone/data/t1"
+    card["training"]["data"] = {"paired": True, "source": "/home/someone/data/t1", "files": {"a": ["a.nii"]}}
+    (package / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    assert load_package(package).card.training["exported_on"] == "workstation-7"
 
 
 def test_cyclegan_export_keeps_inverse_generator(slabs, tmp_path, tmp_path_factory):

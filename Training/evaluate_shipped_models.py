@@ -34,11 +34,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 sys.path.insert(0, str(REPO / "Training" / "data"))
 from prepare_shipped_data import MOTION, MOTION_CONTRAST, SLAB  # noqa: E402
-from shipped_models import DATA, MODELS, RESULTS, SHIPPED, ShippedModel  # noqa: E402
+from shipped_models import CONFIGS, DATA, MODELS, RESULTS, SHIPPED, ShippedModel  # noqa: E402
 
 from MedTranslateLib.card import ModelCard  # noqa: E402
 from MedTranslateLib.metrics import compare, head_mask  # noqa: E402
 from MedTranslateLib.package import CARD_FILE, load_package  # noqa: E402
+from MedTranslateLib.training.publish import publishable_training  # noqa: E402
 from MedTranslateLib.translate import translate_image  # noqa: E402
 from MedTranslateLib.volume import read_volume  # noqa: E402
 
@@ -160,11 +161,12 @@ def grid_png(rows: List[Tuple[str, Dict[str, Optional[np.ndarray]]]], card: Mode
 def update_card(package: Path, metrics: Dict[str, Any], training: Dict[str, Any], caveat: str = "") -> None:
     """Rewrite model.json with the held-out metrics and the catalogue's caveat (the weights and their hashes
     are unchanged). The caveat is kept in `training.caveat` too, so that a later evaluation replaces it even
-    after its text has changed."""
+    after its text has changed. The training entry is cleaned of the building machine's paths (publish.py)."""
     data = json.loads((package / CARD_FILE).read_text(encoding="utf-8"))
     previous = data["training"].pop("caveat", None)
     data["metrics"] = metrics
-    data["training"] = {**data["training"], **training, **({"caveat": caveat} if caveat else {})}
+    data["training"] = publishable_training({**data["training"], **training, **({"caveat": caveat} if caveat else {})},
+                                            str(CONFIGS))
     data["warnings"] = [w for w in data.get("warnings", []) if "no metrics" not in w
                         and "held-out validation of the inverse" not in w and w not in (caveat, previous)]
     if caveat:
@@ -199,7 +201,8 @@ def selection_note(training: Dict[str, Any]) -> str:
         return ""
     held = ", ".join(validation_volumes(training))
     return (f"; checkpoint: step {selected['step']} of {training.get('planned_steps')}, chosen by "
-            f"{selected['rule']} on validation volumes never trained on and not among the test cases ({held})")
+            f"{selected['rule']} on validation volumes never trained on and not among the test cases"
+            + (f" ({held})" if held else ""))
 
 
 def training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, Any]:

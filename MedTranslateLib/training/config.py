@@ -331,10 +331,11 @@ def _describe(value: Any) -> str:
     return f"{kind.get(type(value), type(value).__name__)} {value!r}"
 
 
-def _path_keys() -> Dict[str, Tuple[str, ...]]:
-    keys: Dict[str, Tuple[str, ...]] = {}
-    for section, cls in SECTIONS.items():
-        keys[section] = tuple(f.name for f in fields(cls) if f.metadata.get("path"))
+def path_keys(recipe_name: Any) -> Dict[str, Tuple[str, ...]]:
+    """{section: keys} of every config key holding a path, for the recipe named `recipe_name` (its own Options'
+    path keys under "recipe"; none for an unknown recipe)."""
+    keys = {section: tuple(f.name for f in fields(cls) if f.metadata.get("path")) for section, cls in SECTIONS.items()}
+    keys["recipe"] = _recipe_path_keys(recipe_name)
     return keys
 
 
@@ -346,23 +347,21 @@ def _recipe_path_keys(name: Any) -> Tuple[str, ...]:
     return tuple(f.name for f in fields(get_recipe(name).Options) if f.metadata.get("path"))
 
 
+def _recipe_name(raw: Mapping[str, Any]) -> Any:
+    recipe = raw.get("recipe")
+    return recipe.get("name") if isinstance(recipe, Mapping) else None
+
+
 def _is_path_key(raw: Mapping[str, Any], parts: List[str]) -> bool:
     if len(parts) != 2:
         return False
     section, key = parts
-    if section == "recipe":
-        recipe = raw.get("recipe")
-        return isinstance(recipe, Mapping) and key in _recipe_path_keys(recipe.get("name"))
-    return key in _path_keys().get(section, ())
+    return key in path_keys(_recipe_name(raw)).get(section, ())
 
 
 def _absolutize(raw: Dict[str, Any], base: Path) -> None:
     """Make the file's relative paths absolute, relative to the config file's folder."""
-    targets = dict(_path_keys())
-    recipe = raw.get("recipe")
-    if isinstance(recipe, Mapping):
-        targets["recipe"] = _recipe_path_keys(recipe.get("name"))
-    for section, keys in targets.items():
+    for section, keys in path_keys(_recipe_name(raw)).items():
         table = raw.get(section)
         if not isinstance(table, dict):
             continue

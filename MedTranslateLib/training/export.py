@@ -1,10 +1,10 @@
 """Checkpoint -> model package: the exported generator (and CycleGAN's inverse) with a card filled from the
 run: architecture, intensity, in-plane training spacing, slicing, data provenance, steps, hardware and the
-validation metrics. `medtranslate translate` and `evaluate` run the result like any other package.
+validation metrics. `medtranslate translate` and `evaluate` run the result like any other package. The card names
+the training data only as its user would publish it (see publish.py).
 """
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -16,6 +16,7 @@ from ..networks import build_network
 from ..package import CARD_FILE, save_package
 from .checkpoint import load_checkpoint
 from .config import config_from_dict
+from .publish import config_folder, publishable_training
 from .recipes import get_recipe
 
 RECIPE_TITLES = {"cyclegan": "CycleGAN (Zhu et al. 2017)", "pix2pix": "pix2pix (Isola et al. 2017)",
@@ -24,13 +25,14 @@ RECIPE_TITLES = {"cyclegan": "CycleGAN (Zhu et al. 2017)", "pix2pix": "pix2pix (
 
 def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
                       model_id: Optional[str] = None, reverse: bool = False,
-                      with_inverse: bool = True) -> ModelCard:
+                      with_inverse: bool = True, redact_data: Optional[str] = None) -> ModelCard:
     """Write the model package of `checkpoint` to `out_dir` (replacing a package there); returns its card.
 
     `reverse` exports a CycleGAN's inverse generator as the model (target -> source), the forward one as its
     inverse; the card's modalities and intensity mappings are swapped and the forward validation dropped.
     `with_inverse` False leaves a CycleGAN's inverse generator out of the package (half the size, for when
-    each direction ships as its own package).
+    each direction ships as its own package). `redact_data` replaces every reference to the training data
+    (folders, relative to the config file or by their own names) with that text.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / CARD_FILE).is_file())):
@@ -45,7 +47,7 @@ def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
     inverse = None
     if names[1] and with_inverse:
         inverse = _network(config.model.generator, config.in_channels, state, names[1], checkpoint)
-    fields = card_fields(state, config, model_id)
+    fields = card_fields(state, config, model_id, redact_data)
     if reverse:
         fields = reversed_card_fields(fields, model_id, validation_metrics(state, config, inverse=True))
     return save_package(fields, network, out_dir, inverse_network=inverse)
@@ -85,7 +87,7 @@ def validation_metrics(state: Dict[str, Any], config: Any, inverse: bool) -> Dic
     units = "source" if inverse else "target"
     fitted_on = "source" if inverse or config.intensity.target.get("kind") == "source" else "target"
     metrics = {
-        "held_out": (f"{len(last['volumes'])} validation volume(s) ({', '.join(last['volumes'])}), "
+        "held_out": (f"{len(last['volumes'])} validation volume(s), "
                      f"{config.data.val_slices} fixed {config.data.slice_axis} slices each, in {units} units "
                      f"(network output mapped with the {fitted_on} volume's fitted range), head mask per slice"),
         "step": last["step"],
@@ -106,8 +108,10 @@ def _network(spec: Dict[str, Any], in_channels: int, state: Dict[str, Any], name
     return network.eval()
 
 
-def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = None) -> Dict[str, Any]:
-    """Every card key but the weight hashes, from a checkpoint's state and its config."""
+def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = None,
+                redact_data: Optional[str] = None) -> Dict[str, Any]:
+    """Every card key but the weight hashes, from a checkpoint's state and its config; the training data named
+    as publish.py says (`redact_data`: a placeholder in their place)."""
     model, data = config.model, state["data"]
     step, total = int(state["step"]), config.optim.steps
     run = state.get("run", {})
@@ -131,12 +135,12 @@ def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = No
         "duration_s": run.get("elapsed_s"),
         "seed": config.train.seed,
         "torch": run.get("torch", str(torch.__version__)),
-        "exported_on": platform.node() or "unknown",
         "config": state["config"],
         **state.get("notes", {}),
     }
     if state.get("selection"):
         training["selected"] = state["selection"]
+    training = publishable_training(training, config_folder(run.get("config_file")), redact_data)
     metrics = validation_metrics(state, config, inverse=False)
     warnings = []
     if step < total and not state.get("selection"):
@@ -171,8 +175,8 @@ def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = No
 
 
 def run_export_command(checkpoint: str, out_dir: str, model_id: Optional[str], reverse: bool = False,
-                       with_inverse: bool = True) -> int:
-    card = export_checkpoint(checkpoint, out_dir, model_id, reverse, with_inverse)
+                       with_inverse: bool = True, redact_data: Optional[str] = None) -> int:
+    card = export_checkpoint(checkpoint, out_dir, model_id, reverse, with_inverse, redact_data)
     inverse = " (with its inverse generator)" if card.inverse_weights_sha256 else ""
     print(f"wrote {out_dir}: model {card.id}{inverse}")
     return 0

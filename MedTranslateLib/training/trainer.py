@@ -591,6 +591,7 @@ class Trainer:
             "history": self.history[-1000:], "validation": self.validation, "baseline": self.baseline,
             "notes": recipe.notes,
             "run": {"world_size": self.dist.world, "device": str(self.device), "amp": self.amp,
+                    "config_file": self.config.path,
                     "hardware": describe_hardware(self.device, self.dist.world), "elapsed_s": round(self.elapsed, 1),
                     "torch": str(torch.__version__), "saved": datetime.datetime.now().isoformat(timespec="seconds")},
         }
