@@ -11,6 +11,7 @@ from .intensity import MODALITIES, IntensityPair
 SCHEMA_VERSION = 1
 TASKS = ("translation", "motion-correction", "denoising")
 PAD_MODES = ("reflect", "background")  # how slices are padded: mirrored borders, or the background value -1
+FUSIONS = ("mean", "median")  # how the passes of a model trained on several planes are combined, voxel by voxel
 
 # key -> (required, accepted types)
 _SCHEMA: Dict[str, Any] = {
@@ -34,6 +35,8 @@ _SCHEMA: Dict[str, Any] = {
     "warnings": (False, (list,)),
     "inverse_weights_sha256": (False, (str,)),
     "pad": (False, (str,)),
+    "planes": (False, (list,)),
+    "fusion": (False, (str,)),
 }
 
 
@@ -65,11 +68,18 @@ class ModelCard:
     warnings: List[str] = field(default_factory=list)
     inverse_weights_sha256: Optional[str] = None
     pad: str = "reflect"  # as the network's training crops were padded (data.pad), so inference pads alike
+    planes: List[str] = field(default_factory=list)  # slicing planes trained on and run at inference ([]: slice_axis)
+    fusion: str = "mean"  # how those planes' passes are fused (FUSIONS)
 
     @property
     def in_channels(self) -> int:
         """Network input channels: the slice and its 2k neighbours."""
         return 2 * self.context_slices + 1
+
+    @property
+    def inference_planes(self) -> List[str]:
+        """The planes inference runs one pass along each: `planes`, or the one `slice_axis`."""
+        return list(self.planes) or [self.slice_axis]
 
     @property
     def intensity_pair(self) -> IntensityPair:
@@ -103,6 +113,8 @@ class ModelCard:
             del data["warnings"]
         if data["inverse_weights_sha256"] is None:
             del data["inverse_weights_sha256"]
+        if not data["planes"]:  # a one-plane card reads as before multi-plane models existed
+            del data["planes"], data["fusion"]
         return data
 
     def to_json(self) -> str:
@@ -127,6 +139,13 @@ def _check_values(data: Dict[str, Any]) -> None:
         raise CardError("context_slices must be >= 0")
     if data.get("pad", "reflect") not in PAD_MODES:
         raise CardError(f"pad '{data['pad']}' is unknown (known: {', '.join(PAD_MODES)})")
+    planes = data.get("planes", [])
+    if any(plane not in SLICE_AXES for plane in planes) or len(set(planes)) != len(planes):
+        raise CardError(f"planes must list distinct slicing planes among {', '.join(SLICE_AXES)}")
+    if planes and data["slice_axis"] not in planes:
+        raise CardError(f"planes must include slice_axis '{data['slice_axis']}'")
+    if data.get("fusion", "mean") not in FUSIONS:
+        raise CardError(f"fusion '{data['fusion']}' is unknown (known: {', '.join(FUSIONS)})")
     spacing = data["spacing_mm"]
     if spacing is not None and (len(spacing) != 2 or not all(isinstance(s, (int, float)) and s > 0 for s in spacing)):
         raise CardError("spacing_mm must be null or [row_mm, column_mm] with positive numbers")

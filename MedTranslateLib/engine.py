@@ -65,15 +65,13 @@ class SliceEngine:
     """Runs a 2D network over the slices of a volume, batch by batch, on one device."""
 
     def __init__(self, network: torch.nn.Module, device: torch.device, context: int = 0,
-                 options: EngineOptions = EngineOptions(), mirror_context: bool = False, pad: str = "reflect") -> None:
-        """`mirror_context`: the left-right mirror used by test-time augmentation reverses the context
-        channels (sagittal slicing) instead of flipping columns (axial and coronal). `pad`: how slices are
-        padded to the network's size multiple (the model card's `pad`, as its training crops were)."""
+                 options: EngineOptions = EngineOptions(), pad: str = "reflect") -> None:
+        """`pad`: how slices are padded to the network's size multiple (the model card's `pad`, as its training
+        crops were)."""
         self.device = device
         self.context = context
         self.pad = pad
         self.options = options
-        self.mirror_context = mirror_context
         self.multiple = size_multiple(network)
         self.eager_network = network
         self.network = self._prepare(network)
@@ -88,10 +86,12 @@ class SliceEngine:
         return network
 
     def run(self, source: np.ndarray, output: np.ndarray, normalize: ArrayMap, denormalize: ArrayMap,
-            progress: Optional[ProgressCallback] = None, cancel: Any = None) -> None:
+            progress: Optional[ProgressCallback] = None, cancel: Any = None, mirror_context: bool = False) -> None:
         """Fill `output` (S, H, W, writable) from `source` (S, H, W, any dtype); both may be strided views.
 
         `normalize` maps source units to [-1, 1]; `denormalize` maps network output back to units.
+        `mirror_context`: the left-right mirror of test-time augmentation reverses the context channels
+        (sagittal slices) instead of flipping columns (axial and coronal).
         """
         count = source.shape[0]
         batch_size = max(1, self.options.batch_size)
@@ -102,7 +102,7 @@ class SliceEngine:
             numbers = np.arange(start, min(start + batch_size, count))
             inputs = normalize(source[slice_indices(count, self.context, numbers)])  # (B, 2k+1, H, W)
             try:
-                result = self._infer(inputs)
+                result = self._infer(inputs, mirror_context)
             except torch.cuda.OutOfMemoryError:
                 if self.device.type == "cpu" and batch_size == 1:
                     raise
@@ -131,13 +131,13 @@ class SliceEngine:
         return 1
 
     @torch.inference_mode()
-    def _infer(self, inputs: np.ndarray) -> np.ndarray:
+    def _infer(self, inputs: np.ndarray, mirror_context: bool = False) -> np.ndarray:
         """(B, C, H, W) float32 in [-1, 1] -> (B, H, W) float32 network output."""
         height, width = inputs.shape[-2:]
         batch = pad_to_multiple(torch.from_numpy(np.ascontiguousarray(inputs)), self.multiple, self.pad)
         batch = batch.to(self.device, non_blocking=True)
         if self.options.tta:
-            mirrored = batch.flip(1) if self.mirror_context else batch.flip(-1)
+            mirrored = batch.flip(1) if mirror_context else batch.flip(-1)
             batch = torch.cat([batch, mirrored])
         if self.options.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -148,5 +148,5 @@ class SliceEngine:
             result = self.network(batch)[:, 0].float()
         if self.options.tta:
             plain, mirrored = result.chunk(2)
-            result = (plain + (mirrored if self.mirror_context else mirrored.flip(-1))) / 2
+            result = (plain + (mirrored if mirror_context else mirrored.flip(-1))) / 2
         return crop_to(result, height, width).cpu().numpy()

@@ -3,23 +3,25 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, List, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from .axes import reorientation
+from .card import ModelCard
 from .device import select_device
 from .engine import EngineOptions, SliceEngine
 from .errors import InputError
 from .intensity import plausibility_warning, to_output_units
 from .package import TranslationModel
-from .progress import ProgressCallback, report
+from .progress import Progress, ProgressCallback, report
 from .registry import load_model
 from .resample import in_plane_spacing_target, resample_onto, resample_to_spacing
 from .volume import PathLike, as_volume, check_writable, read_volume, write_volume
 
 ModelLike = Union[str, Path, TranslationModel]
+PLANE_SPACING_LIMIT = 2.0  # a plane runs when its pixels are at most this many times the model's spacing
 
 
 def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", batch_size: int = 8,
@@ -29,6 +31,8 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
 
     `image` is not modified. A 2D image is treated as a one-slice volume. `cancel` is a threading.Event
     (or a callable returning bool) checked before every batch; when set, TranslationCancelled is raised.
+    A model trained on several planes runs one pass along each plane the input's resolution allows
+    (`passes_for`) and fuses them voxel by voxel as its card says (mean or median).
     """
     model = load_model(model)
     card = model.card
@@ -36,7 +40,40 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
     warning = plausibility_warning(sitk.GetArrayViewFromImage(volume), card.source_modality)
     if warning:
         warnings.warn(warning)
-    orientation = reorientation(volume.GetDirection(), card.slice_axis)
+    engine = SliceEngine(model.network, select_device(device), card.context_slices,
+                         EngineOptions(batch_size=batch_size, precision=precision, tta=tta, compile=compile),
+                         pad=card.pad)
+    planes = passes_for(volume, card)
+    if len(planes) == 1:
+        output = _one_pass(volume, planes[0], card, engine, progress, cancel)
+    else:
+        outputs = np.stack([_one_pass(volume, plane, card, engine, _plane_progress(progress, plane), cancel)
+                            for plane in planes])
+        output = outputs.mean(axis=0) if card.fusion == "mean" else np.median(outputs, axis=0)
+    translated = sitk.GetImageFromArray(to_output_units(output.astype(np.float32, copy=False), card.target_modality))
+    translated.CopyInformation(volume)
+    return translated
+
+
+def passes_for(volume: sitk.Image, card: ModelCard) -> List[str]:
+    """The planes to run: the card's planes whose pixels are at most PLANE_SPACING_LIMIT times the model's
+    spacing (a 6 mm-slice volume is not translated from its blurred through-plane views); when none
+    qualifies, the one with the finest pixels."""
+    planes = card.inference_planes
+    if len(planes) == 1:
+        return planes
+    model = max(card.spacing_mm) if card.spacing_mm else None
+    coarsest = {plane: max(reorientation(volume.GetDirection(), plane).spacing(volume.GetSpacing())[1:])
+                for plane in planes}
+    usable = [p for p in planes if model is None or coarsest[p] <= PLANE_SPACING_LIMIT * model]
+    return usable or [min(planes, key=lambda plane: coarsest[plane])]
+
+
+def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngine,
+              progress: Optional[ProgressCallback], cancel: Any) -> np.ndarray:
+    """(Z, Y, X) float32 network output in target units (before to_output_units) on `volume`'s array, from
+    `plane` slices resampled in-plane to the card's spacing."""
+    orientation = reorientation(volume.GetDirection(), plane)
     target_spacing = in_plane_spacing_target(volume, orientation, card.spacing_mm)
     work = volume
     if target_spacing is not None:
@@ -47,19 +84,21 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
     source_range = mapping.source.fit(source)
     target_range = mapping.target_range(source_range)
     output = np.empty(source.shape, dtype=np.float32)
-    engine = SliceEngine(model.network, select_device(device), card.context_slices,
-                         EngineOptions(batch_size=batch_size, precision=precision, tta=tta, compile=compile),
-                         mirror_context=card.slice_axis == "sagittal", pad=card.pad)
     engine.run(orientation.apply(source), orientation.apply(output), source_range.to_network,
-               target_range.from_network, progress, cancel)
-    if target_spacing is not None:
-        report(progress, "resampling", 0, 1)
-        on_work_grid = sitk.GetImageFromArray(output)
-        on_work_grid.CopyInformation(work)
-        output = sitk.GetArrayFromImage(resample_onto(on_work_grid, volume, background=target_range.low))
-    translated = sitk.GetImageFromArray(to_output_units(output, card.target_modality))
-    translated.CopyInformation(volume)
-    return translated
+               target_range.from_network, progress, cancel, mirror_context=plane == "sagittal")
+    if target_spacing is None:
+        return output
+    report(progress, "resampling", 0, 1)
+    on_work_grid = sitk.GetImageFromArray(output)
+    on_work_grid.CopyInformation(work)
+    return sitk.GetArrayFromImage(resample_onto(on_work_grid, volume, background=target_range.low))
+
+
+def _plane_progress(progress: Optional[ProgressCallback], plane: str) -> Optional[ProgressCallback]:
+    """Reports of one plane's pass, their stage suffixed with the plane ("translating (coronal)")."""
+    if progress is None:
+        return None
+    return lambda update: progress(Progress(f"{update.stage} ({plane})", update.done, update.total))
 
 
 def translate_file(input_path: PathLike, output_path: PathLike, model: ModelLike, **options: Any) -> sitk.Image:

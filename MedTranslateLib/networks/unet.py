@@ -9,6 +9,18 @@ from torch import nn
 from .norm import conv_bias, make_norm
 
 FINAL_ACTIVATIONS = ("tanh", "none")
+UPSAMPLING = ("transpose", "resize")  # 4x4 stride-2 transposed convs (pix2pix), or bilinear x2 then a 3x3 conv
+
+
+def up_layers(in_channels: int, out_channels: int, upsample: str, bias: bool = True) -> List[nn.Module]:
+    """The decoder's x2 upsampling: (B,in,H,W) -> (B,out,2H,2W). "resize" (bilinear then 3x3 conv) has no
+    checkerboard artefacts (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts", Distill)."""
+    if upsample == "transpose":
+        return [nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)]
+    if upsample == "resize":
+        return [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)]
+    raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, not '{upsample}'")
 
 
 class UNetSkipBlock(nn.Module):
@@ -20,7 +32,8 @@ class UNetSkipBlock(nn.Module):
     The innermost block (`submodule` None) has no norm after its down conv, so the
     1x1 bottleneck of a 2**num_downs input is never normalized.
     `in_channels` is given for the outermost block only (the network input); inner blocks
-    take `outer_channels`. `dropout` applies to non-outermost decoders, after their norm.
+    take `outer_channels`. `dropout` applies to non-outermost decoders, after their norm. `upsample`:
+    see `up_layers`.
     """
 
     def __init__(
@@ -31,6 +44,7 @@ class UNetSkipBlock(nn.Module):
         norm: str,
         dropout: float = 0.0,
         in_channels: Optional[int] = None,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         self.outermost = in_channels is not None
@@ -41,15 +55,14 @@ class UNetSkipBlock(nn.Module):
         up_in = inner_channels if innermost else inner_channels * 2
         layers: List[nn.Module]
         if self.outermost:
-            up_conv = nn.ConvTranspose2d(up_in, outer_channels, kernel_size=4, stride=2, padding=1)
-            layers = [down_conv, submodule, nn.ReLU(), up_conv, nn.Tanh()]
+            layers = [down_conv, submodule, nn.ReLU(), *up_layers(up_in, outer_channels, upsample), nn.Tanh()]
         else:
-            up_conv = nn.ConvTranspose2d(up_in, outer_channels, kernel_size=4, stride=2, padding=1, bias=bias)
             down = [nn.LeakyReLU(0.2), down_conv]
             if not innermost:
                 down.append(make_norm(norm, inner_channels))
             inner = [] if innermost else [submodule]
-            layers = down + inner + [nn.ReLU(), up_conv, make_norm(norm, outer_channels)]
+            layers = down + inner + [nn.ReLU(), *up_layers(up_in, outer_channels, upsample, bias),
+                                     make_norm(norm, outer_channels)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         self.model = nn.Sequential(*layers)
@@ -68,8 +81,9 @@ class UNetGenerator(nn.Module):
     conv after LeakyReLU(0.2); the decoder mirrors it with ReLU + 4x4 stride-2 transposed
     convs, concatenating each level's input as the skip. As in pix2pix, dropout is applied
     in the decoders of the levels between the first 8w level (i=4) and the innermost one:
-    num_downs-5 blocks, three for num_downs=8, none for num_downs<=5.
-    The module tree matches the reference implementation's state_dict keys.
+    num_downs-5 blocks, three for num_downs=8, none for num_downs<=5. `upsample` "resize" replaces the
+    transposed convs by bilinear upsampling and 3x3 convs (no checkerboard artefacts).
+    With the default "transpose" the module tree matches the reference implementation's state_dict keys.
     """
 
     def __init__(
@@ -80,6 +94,7 @@ class UNetGenerator(nn.Module):
         num_downs: int = 8,
         norm: str = "batch",
         dropout: float = 0.5,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         if num_downs < 2:
@@ -89,20 +104,20 @@ class UNetGenerator(nn.Module):
         for level in reversed(range(num_downs)):
             inner = width * min(2**level, 8)
             if level == 0:
-                block = UNetSkipBlock(out_channels, inner, block, norm, in_channels=in_channels)
+                block = UNetSkipBlock(out_channels, inner, block, norm, in_channels=in_channels, upsample=upsample)
             else:
                 outer = width * min(2 ** (level - 1), 8)
                 level_dropout = dropout if 4 <= level < num_downs - 1 else 0.0
-                block = UNetSkipBlock(outer, inner, block, norm, dropout=level_dropout)
+                block = UNetSkipBlock(outer, inner, block, norm, dropout=level_dropout, upsample=upsample)
         self.model = block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B,in_channels,H,W) -> (B,out_channels,H,W), H and W multiples of 2**num_downs."""
         return self.model(x)
 
-    def final_conv(self) -> nn.ConvTranspose2d:
-        """The outermost transposed conv, whose output the final Tanh squashes."""
-        return self.model.model[3]
+    def final_conv(self) -> nn.Module:
+        """The outermost up-convolution, whose output the final Tanh squashes."""
+        return self.model.model[-2]
 
 
 class DoubleConv(nn.Sequential):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Type
 
 from ..axes import SLICE_AXES
-from ..card import PAD_MODES, TASKS
+from ..card import FUSIONS, PAD_MODES, TASKS
 from ..errors import InputError
 from ..intensity import MODALITIES, IntensityPair
 
@@ -79,7 +79,10 @@ class DataSection:
     source: str = path_field()  # folder A (source modality)
     target: str = path_field()  # folder B (target modality)
     manifest: str = path_field()  # CSV with columns source,target (paths relative to the CSV); paired only
-    slice_axis: str = "axial"
+    slice_axis: str = "axial"   # the slicing plane (of validation, and of training unless `planes` lists more)
+    planes: List[str] = field(default_factory=list)  # train on slices of each of these planes (e.g. all three,
+                                                     # isotropic volumes); inference runs each and fuses them
+    fusion: str = "mean"        # how inference fuses the planes' passes: "mean" | "median" (the card keeps it)
     context_slices: int = 0     # ±k neighbouring slices as extra input channels
     spacing_mm: List[float] = field(default_factory=list)  # [row, column] in-plane resampling; [] keeps the files'
     crop_size: int = 256
@@ -395,6 +398,15 @@ def _validate(config: TrainConfig, recipe_cls: Any) -> None:
     if data.slice_axis not in SLICE_AXES:
         raise ConfigError(f"data.slice_axis '{data.slice_axis}' is unknown (known: {', '.join(SLICE_AXES)})")
     _at_least(data.context_slices, 0, "data.context_slices")
+    if any(plane not in SLICE_AXES for plane in data.planes) or len(set(data.planes)) != len(data.planes):
+        raise ConfigError(f"data.planes must list distinct planes among {', '.join(SLICE_AXES)}, not {data.planes}")
+    if data.planes and data.slice_axis not in data.planes:
+        raise ConfigError(f"data.planes must include data.slice_axis '{data.slice_axis}' (validation slices)")
+    if len(data.planes) > 1 and (data.context_slices or data.spacing_mm):
+        raise ConfigError("data.planes with several planes needs data.context_slices = 0 and data.spacing_mm = [] "
+                          "(volumes isotropic in-plane in every plane)")
+    if data.fusion not in FUSIONS:
+        raise ConfigError(f"data.fusion '{data.fusion}' is unknown (known: {', '.join(FUSIONS)})")
     _at_least(data.crop_size, 8, "data.crop_size")
     _at_least(data.batch_size, 1, "data.batch_size")
     _at_least(data.val_count, 0, "data.val_count")

@@ -5,7 +5,8 @@ in-plane (`resample`), presented as (slice, row, column) with `axes.reorientatio
 uses - and mapped to [-1, 1] with the config's `IntensityPair` fitted per volume, the one intensity path that
 inference shares. Sampling then draws:
 
-- a slice, with probability proportional to its foreground fraction plus a small floor;
+- a slice, with probability proportional to its foreground fraction plus a small floor (from the slices of
+  every plane in `data.planes`, views of one array, when the model trains on several);
 - its ±k neighbours as channels, clamped at the volume's ends (`engine.slice_indices`);
 - a random crop of `crop_size` (smaller slices are padded: mirrored borders, or background -1);
 - a random left-right mirror (columns; for sagittal slices, the order of the context slices);
@@ -134,6 +135,21 @@ class Volume:
     weights: np.ndarray
     range: IntensityRange
     spacing: Tuple[float, float]  # in-plane (row, column) mm
+    plane: str = "axial"          # the slicing plane of `array`
+    direction: Tuple[float, ...] = ()    # the file's direction cosines and voxel spacing: how `array` was
+    spacing_ijk: Tuple[float, ...] = ()  # presented (axes.reorientation), so other planes can be viewed
+
+
+def sliced_along(volume: Volume, plane: str, floor: float) -> Volume:
+    """The same voxels sliced along `plane`: a view of `volume.array`, with its own slice weights and spacing."""
+    if plane == volume.plane:
+        return volume
+    voxels = reorientation(volume.direction, volume.plane).undo(volume.array)  # [k, j, i] view
+    orientation = reorientation(volume.direction, plane)
+    array = orientation.apply(voxels)
+    spacing = orientation.spacing(volume.spacing_ijk)
+    return Volume(volume.name, volume.path, array, slice_weights(array, floor), volume.range,
+                  (spacing[1], spacing[2]), plane, volume.direction, volume.spacing_ijk)
 
 
 @dataclass
@@ -168,7 +184,7 @@ def prepare_volume(image: sitk.Image, name: str, path: str, fit: Callable[[np.nd
     network = fitted.to_network(units)
     spacing = orientation.spacing(image.GetSpacing())
     return Volume(name, path, network, slice_weights(network, data.foreground_floor), fitted,
-                  (spacing[1], spacing[2]))
+                  (spacing[1], spacing[2]), data.slice_axis, tuple(image.GetDirection()), tuple(image.GetSpacing()))
 
 
 def slice_weights(array: np.ndarray, floor: float) -> np.ndarray:
@@ -219,12 +235,13 @@ class SliceSampler:
         source = self._stack(self.sources[volume], index, self.data.context_slices)
         if self.paired:
             target = self._stack(self.targets[volume], index, 0)
-            both = self._augment(np.concatenate([source, target]), generator)
+            both = self._augment(np.concatenate([source, target]), generator, self.sources[volume].plane)
             source, target = both[:-1], both[-1:]
         else:
-            source = self._augment(source, generator)
+            source = self._augment(source, generator, self.sources[volume].plane)
             t_volume, t_index = self.target_table.draw(generator)
-            target = self._augment(self._stack(self.targets[t_volume], t_index, 0), generator)
+            target = self._augment(self._stack(self.targets[t_volume], t_index, 0), generator,
+                                   self.targets[t_volume].plane)
         source = self._gamma(source, generator)
         return {"source": np.ascontiguousarray(source), "target": np.ascontiguousarray(target)}
 
@@ -233,8 +250,9 @@ class SliceSampler:
         numbers = slice_indices(len(volume.array), context, np.array([index]))[0]
         return volume.array[numbers]
 
-    def _augment(self, stack: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-        """Random crop (padded when the slice is smaller) and left-right mirror of a (C, H, W) stack."""
+    def _augment(self, stack: np.ndarray, generator: np.random.Generator, plane: str) -> np.ndarray:
+        """Random crop (padded when the slice is smaller) and left-right mirror of a (C, H, W) stack of a
+        `plane` slice."""
         crop = self.data.crop_size
         height, width = stack.shape[-2:]
         ch, cw = min(height, crop), min(width, crop)
@@ -244,11 +262,11 @@ class SliceSampler:
         if (ch, cw) != (crop, crop):
             stack = pad_to_size(stack, crop, self.data.pad)
         if self.data.flip and generator.random() < 0.5:
-            if self.data.slice_axis == "sagittal" and self.paired:
+            if plane == "sagittal" and self.paired:
                 # mirroring the head swaps the neighbours of a sagittal slice, not its columns
                 context = stack[:-1][::-1]
                 stack = np.concatenate([context, stack[-1:]])
-            elif self.data.slice_axis == "sagittal":
+            elif plane == "sagittal":
                 stack = stack[::-1]
             else:
                 stack = stack[:, :, ::-1]
@@ -404,14 +422,22 @@ def load_training_data(config: TrainConfig, log: Any = None, reverse: bool = Fal
             "files": {"source": sorted(p.name for p in source_files.values()),
                       "target": sorted(p.name for p in target_files.values())},
         }
-    spacing = _common_spacing(sources + targets + [v for p in val_pairs for v in (p.source, p.target)])
     provenance["counts"] = {
         "training_source_volumes": len(sources), "training_target_volumes": len(targets),
         "validation_pairs": len(val_pairs), "training_source_slices": int(sum(len(v.array) for v in sources)),
     }
+    if len(data.planes) > 1:
+        sources, targets = (in_planes(volumes, data) for volumes in (sources, targets))
+    spacing = _common_spacing(sources + targets + [v for p in val_pairs for v in (p.source, p.target)])
     sampler = SliceSampler(sources, targets, data, paired=data.paired)
     validation = [validation_slices(p, data, reverse) for p in val_pairs]
     return TrainingData(sampler, validation, spacing, provenance)
+
+
+def in_planes(volumes: Sequence[Volume], data: DataSection) -> List[Volume]:
+    """Every volume sliced along each of `data.planes` (views, no copies), volume by volume, so that paired
+    sources and targets stay in step."""
+    return [sliced_along(volume, plane, data.foreground_floor) for volume in volumes for plane in data.planes]
 
 
 def _common_spacing(volumes: Sequence[Volume]) -> List[float]:

@@ -162,6 +162,8 @@ def card_fields(state: Dict[str, Any], config: Any, model_id: Optional[str] = No
         "slice_axis": config.data.slice_axis,
         "context_slices": config.data.context_slices,
         "pad": config.data.pad,
+        "planes": list(config.data.planes) if len(config.data.planes) > 1 else [],
+        "fusion": config.data.fusion,
         "training": training,
         "metrics": metrics,
         "license": model.license,

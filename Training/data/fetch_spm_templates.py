@@ -13,7 +13,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Iterable, List
+from typing import Iterable, List, Sequence
 
 WHEEL = "spm-runtime-R2025b==25.1.2.post4"
 PREFIX = "fsroot/_spm/cleaned/spm/"
@@ -35,12 +35,13 @@ def fetch(out: Path = DEFAULT_OUT, volumes: Iterable[str] = VOLUMES) -> List[Pat
     return wanted
 
 
-def download_wheel(requirement: str, pattern: str, folder: Path) -> Path:
-    """The wheel matching `pattern` in `folder`, downloaded from PyPI (`requirement`, no dependencies) if absent."""
+def download_wheel(requirement: str, pattern: str, folder: Path, options: Sequence[str] = ()) -> Path:
+    """The file matching `pattern` in `folder`, downloaded from PyPI (`requirement`, no dependencies, pip's
+    `options`: e.g. a source distribution's) if absent."""
     found = sorted(folder.glob(pattern))
     if not found:
         folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", requirement,
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *options, requirement,
                         "-d", str(folder)], check=True)
         found = sorted(folder.glob(pattern))
     if not found:

@@ -1,0 +1,67 @@
+"""Native-resolution simulation: the sharp 1 mm head (MNI 2009a brain in SPM's TPM head), 3D deformations, and
+the training subjects of Training/data/prepare_native_data.py built from them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MedTranslateLib.simulate import TISSUES
+from MedTranslateLib.simulate.deform import deform, random_deformation
+
+
+@pytest.fixture(scope="module")
+def anatomy():
+    from prepare_native_data import load_anatomy
+
+    return load_anatomy()
+
+
+def test_head_tissues_are_probabilities_with_the_brain_from_2009a(anatomy):
+    grid, tissues, brain, real_t1 = anatomy
+    assert tissues.shape == (6,) + brain.shape and grid.GetSpacing() == (1.0, 1.0, 1.0)
+    np.testing.assert_allclose(tissues.sum(axis=0), 1.0, atol=1e-4)
+    names = {name: tissues[i] for i, name in enumerate(TISSUES)}
+    inside, outside = brain > 0.5, brain < 0.5
+    assert names["gm"][outside].max() == 0 and names["wm"][outside].max() == 0
+    assert names["bone"][inside].max() == 0 and names["air"][inside].max() == 0
+    # the 2009a maps at full resolution: WM where the real T1 is bright, GM where it is intermediate
+    assert real_t1[names["wm"] > 0.9].mean() > real_t1[names["gm"] > 0.9].mean() > real_t1[names["csf"] > 0.9].mean()
+    for tissue in ("gm", "wm", "csf", "bone", "soft"):  # every tissue present, the head's tissues in the head
+        assert (names[tissue] > 0.9).sum() > 10_000, tissue
+    edge = np.abs(np.diff(names["bone"], axis=0)).max()
+    assert edge > 0.5  # tempered TPM: the skull has edges, not 1.5 mm ramps
+
+
+def test_random_deformation_is_identity_without_parameters_and_smooth_otherwise():
+    rng = np.random.default_rng(0)
+    shape = (48, 56, 52)
+    identity = random_deformation(shape, rng, rotation_deg=0.0, scale=0.0, shear=0.0, shift_voxels=0.0,
+                                  elastic_voxels=0.0)
+    np.testing.assert_allclose(identity, np.indices(shape), atol=1e-4)
+    volume = np.random.default_rng(1).random(shape).astype(np.float32)
+    np.testing.assert_allclose(deform(volume, identity), volume, atol=1e-5)
+    head = (189, 233, 197)  # the 1 mm grid the subjects are drawn on
+    warped = random_deformation(head, rng)[:, 60:130]  # (3, 70, 233, 197): a slab, to keep the test light
+    jacobian = np.stack([np.stack(np.gradient(component), axis=0) for component in warped])  # (3, 3, Z, Y, X)
+    determinant = np.linalg.det(np.moveaxis(jacobian, (0, 1), (-2, -1)))
+    assert determinant.min() > 0.2  # smooth: no folding anywhere
+    assert np.abs(warped - np.indices(head)[:, 60:130]).max() > 3.0  # yet a real change of shape and pose
+
+
+def test_a_training_subject_pairs_a_randomised_t1_with_a_sharp_t2(anatomy, seed=1):
+    from prepare_native_data import make_subject
+
+    volumes, draws = make_subject("probe", seed=seed)
+    _, tissues, brain, _ = anatomy
+    assert set(volumes) == {"t1", "t2", "pd"} and all(v.shape == brain.shape for v in volumes.values())
+    assert all(np.isfinite(v).all() for v in volumes.values())
+    coordinates = random_deformation(brain.shape, np.random.default_rng(seed))  # the subject's first draw
+    where = {name: deform(tissues[i], coordinates) > 0.9 for i, name in enumerate(TISSUES[:3])}
+    t1, t2 = volumes["t1"], volumes["t2"]
+    kept = t2 > 0  # outside a cut field of view or a stripped skull both are empty
+    mean = {(key, name): float(v[mask & kept].mean()) for key, v in (("t1", t1), ("t2", t2))
+            for name, mask in where.items()}
+    assert mean["t2", "csf"] > mean["t2", "gm"] > mean["t2", "wm"]  # literature T2 contrast, sharp target
+    assert mean["t1", "wm"] > mean["t1", "gm"] > mean["t1", "csf"]  # a T1-weighted input, whatever its draw
+    assert draws["input"] in ("spin-echo", "random", "real") and draws["seed"] == seed

@@ -1,0 +1,138 @@
+"""Models trained on several slicing planes: card and config keys, sampling from every plane, fused inference,
+and the checkerboard-free U-Net upsampling they use."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from MedTranslateLib import load_model, translate_image
+from MedTranslateLib.card import CardError, ModelCard
+from MedTranslateLib.networks import build_network, fold_batch_norms
+from MedTranslateLib.training.config import ConfigError, DataSection
+from MedTranslateLib.training.data import SliceSampler, Volume, in_planes, slice_weights
+from MedTranslateLib.translate import passes_for
+from geometry_fixtures import head_phantom, oblique_volume
+from tiny_model import build_tiny_model, card_fields
+
+PLANES = ["axial", "coronal", "sagittal"]
+
+
+def isotropic_head(spacing: float = 1.0, slice_mm: float = 1.0) -> sitk.Image:
+    image = sitk.GetImageFromArray(head_phantom((24, 24, 24)))
+    image.SetSpacing((spacing, spacing, slice_mm))
+    image.SetOrigin((3.0, -2.0, 5.0))
+    return image
+
+
+@pytest.fixture(scope="module")
+def three_plane_model(tmp_path_factory):
+    return load_model(build_tiny_model(tmp_path_factory.mktemp("models") / "planes", planes=PLANES,
+                                       spacing_mm=[1.0, 1.0]))
+
+
+def test_card_planes_and_fusion_are_validated_and_one_plane_cards_read_as_before():
+    card = ModelCard.from_dict(dict(card_fields(planes=PLANES, fusion="median"), weights_sha256="0" * 64))
+    assert card.inference_planes == PLANES and card.to_dict()["fusion"] == "median"
+    plain = ModelCard.from_dict(dict(card_fields(), weights_sha256="0" * 64))
+    assert plain.inference_planes == ["axial"] and "planes" not in plain.to_dict()
+    for bad in ({"planes": ["axial", "axial"]}, {"planes": ["oblique"]}, {"planes": ["coronal"]},
+                {"fusion": "max"}):
+        with pytest.raises(CardError):
+            ModelCard.from_dict(dict(card_fields(**bad), weights_sha256="0" * 64))
+
+
+def test_config_planes_need_the_slice_axis_and_isotropic_slices():
+    from test_training import CONFIGS, CONFIG_FILES
+    from MedTranslateLib.training import load_config
+
+    base = CONFIGS / CONFIG_FILES["pix2pix"]
+    sets = ["data.source=/a", "data.target=/b"]
+    assert load_config(base, sets + ['data.planes=["axial", "sagittal"]']).data.planes == ["axial", "sagittal"]
+    for bad in ('data.planes=["coronal"]', 'data.planes=["axial", "axial"]', 'data.fusion="max"'):
+        with pytest.raises(ConfigError):
+            load_config(base, sets + [bad])
+    with pytest.raises(ConfigError, match="context_slices"):
+        load_config(base, sets + ['data.planes=["axial", "coronal"]', "data.context_slices=1"])
+
+
+def _volume(array: np.ndarray, image: sitk.Image, name: str) -> Volume:
+    data = DataSection()
+    return Volume(name, name, array, slice_weights(array, data.foreground_floor), None, (1.0, 1.0), "axial",
+                  tuple(image.GetDirection()), tuple(image.GetSpacing()))
+
+
+def test_sampler_draws_paired_slices_from_every_plane_without_copies():
+    image = isotropic_head()
+    voxels = sitk.GetArrayFromImage(image) / 500.0 - 1.0  # [k, j, i] is the axial view of this identity grid
+    data = DataSection(planes=PLANES, crop_size=16, flip=False)
+    sources, targets = (in_planes([_volume(voxels * f, image, "s")], data) for f in (1.0, -1.0))
+    assert [v.plane for v in sources] == PLANES
+    assert all(np.shares_memory(v.array, sources[0].array) for v in sources)
+    sampler = SliceSampler(sources, targets, data, paired=True)
+    generator = np.random.default_rng(0)
+    seen = set()
+    for _ in range(60):
+        sample = sampler.draw(generator)
+        np.testing.assert_allclose(sample["target"], -sample["source"])  # paired crops stay in step
+        seen.add(sampler.source_table.draw(generator)[0])
+    assert seen == {0, 1, 2}
+
+
+def test_three_plane_model_runs_each_plane_and_fuses_them(three_plane_model, tmp_path):
+    image = isotropic_head()
+    stages = []
+    fused = sitk.GetArrayFromImage(translate_image(image, three_plane_model, device="cpu",
+                                                   progress=lambda p: stages.append(p.stage)))
+    assert {"translating (axial)", "translating (coronal)", "translating (sagittal)"} <= set(stages)
+    singles = []
+    for plane in PLANES:
+        one = load_model(build_tiny_model(tmp_path / plane, slice_axis=plane, spacing_mm=[1.0, 1.0]))
+        singles.append(sitk.GetArrayFromImage(translate_image(image, one, device="cpu")))
+    np.testing.assert_allclose(fused, np.mean(singles, axis=0), atol=1e-4)
+    assert max(np.abs(a - b).max() for a, b in zip(singles, singles[1:])) > 1e-3  # the planes differ
+    median = load_model(build_tiny_model(tmp_path / "median", planes=PLANES, spacing_mm=[1.0, 1.0],
+                                         fusion="median"))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(translate_image(image, median, device="cpu")),
+                               np.median(singles, axis=0), atol=1e-4)
+
+
+def test_thick_slices_run_only_in_their_acquisition_plane(three_plane_model):
+    assert passes_for(isotropic_head(), three_plane_model.card) == PLANES
+    assert passes_for(isotropic_head(slice_mm=2.0), three_plane_model.card) == PLANES  # 2 mm: all three
+    assert passes_for(isotropic_head(0.8, slice_mm=6.5), three_plane_model.card) == ["axial"]
+    assert passes_for(isotropic_head(3.0, slice_mm=6.0), three_plane_model.card) == ["axial"]  # the finest
+    result = translate_image(oblique_volume(), three_plane_model, device="cpu")  # 0.9 x 1.3 x 2.5 mm, oblique
+    assert result.GetSize() == oblique_volume().GetSize()
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_unet_upsampling_modes_fold_and_keep_shapes(upsample):
+    spec = {"name": "unet", "variant": "pix2pix", "width": 4, "num_downs": 4, "norm": "batch", "dropout": 0.0,
+            "upsample": upsample}
+    network = build_network(spec, in_channels=1).eval()
+    batch = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        plain = network(batch)
+        folded = fold_batch_norms(copy.deepcopy(network))(batch)
+    assert plain.shape == batch.shape
+    torch.testing.assert_close(plain, folded, atol=1e-5, rtol=1e-4)
+    kinds = {type(m).__name__ for m in network.modules()}
+    assert ("ConvTranspose2d" in kinds) == (upsample == "transpose")
+
+
+def test_resize_upsampling_has_no_checkerboard_from_a_constant_input():
+    """A transposed conv of stride 2 turns a constant feature map into a 2-periodic pattern; bilinear + conv
+    does not (inside the borders)."""
+    from MedTranslateLib.networks.unet import up_layers
+
+    torch.manual_seed(0)
+    for upsample, periodic in (("transpose", True), ("resize", False)):
+        layers = torch.nn.Sequential(*up_layers(3, 1, upsample))
+        with torch.no_grad():
+            out = layers(torch.ones(1, 3, 8, 8))[0, 0, 2:-2, 2:-2]
+        spread = float(out.max() - out.min())
+        assert (spread > 1e-3) == periodic, (upsample, spread)

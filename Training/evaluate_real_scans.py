@@ -1,0 +1,261 @@
+"""How the MR contrast models do on real scans of subjects they never saw, and on held-out simulated subjects.
+
+Real scans (no reference of the target contrast exists for them; see ../shared/DATA.md in the project notes):
+- `colin27`: SPM's single-subject T1 (Colin27, 2 mm, whole head; PyPI spm-runtime-R2025b, GPL-2);
+- `brain1`, `brain2`: real post-contrast T1-weighted brain MR with a tumour, 0.78 x 0.78 x 6.5 mm (PyPI
+  pyradiomics 3.0.1 source distribution, BSD-3; Training/data/fetch_real_scans.py);
+- `avg152`: SPM's avg152T1, the ICBM152 average of real scans (2 mm).
+Reference-free checks on each, in tissue masks derived from the input (k-means of the T1 into CSF, GM and WM
+inside the head mask eroded by 15 mm, so scalp and skull stay out; the half of each class nearest its centre):
+- `order`: the output's mean CSF > GM > WM (T2- and PD-weighted targets), and the two margins, in units of the
+  output's 0.5-99.5 percentile range inside the head;
+- `sharpness`: the output's mean in-plane gradient magnitude over the input's (both in those units);
+- `stripes`: slice-to-slice consistency in the orthogonal views: (through-plane / in-plane gradient) of the
+  output over the same ratio of the input; 1 is as consistent as the input, above 1 means stripes.
+Held-out simulated subjects (Training/data/native/test, seeds never trained on) have references: SSIM, PSNR
+and MAE in the reference's filled head mask, each image scaled by its own 0.5/99.5 percentiles, as the
+project's real-scan measurements were made.
+Baselines on the same cases: identity (the input), inversion of the T1 inside the head, a classical k-means
+render (4 intensity classes of the T1 in the head, each given the literature spin-echo signal of CSF, GM, WM
+and scalp), and, where a reference exists, histogram matching to it (an oracle).
+
+    .venv/bin/python Training/evaluate_real_scans.py [--model ID_OR_PATH ...] [--out Training/results/real]
+
+Writes OUT/<model>-<version>.json and OUT/<model>-<version>.png (every real scan at full resolution, axial / coronal / sagittal
+through the middle, input | model | baselines).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image, ImageDraw
+from scipy import ndimage
+from skimage.exposure import match_histograms
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "Training" / "data"))
+from fetch_real_scans import fetch as fetch_real  # noqa: E402
+from fetch_spm_templates import fetch as fetch_spm  # noqa: E402
+
+from MedTranslateLib import load_model, translate_image  # noqa: E402
+from MedTranslateLib.metrics import head_mask  # noqa: E402
+from MedTranslateLib.simulate import SEQUENCES, mr_spin_echo, nominal_mr  # noqa: E402
+from MedTranslateLib.simulate.tissues import TISSUES  # noqa: E402
+from MedTranslateLib.volume import read_volume  # noqa: E402
+
+OUT = REPO / "Training" / "results" / "real"
+NATIVE_TEST = REPO / "Training" / "data" / "native" / "test"
+DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-t2-cyclegan", "mr-t1-to-pd-pix2pix")
+BRAIN_DEPTH_MM = 15.0
+RENDER_TISSUES = ("csf", "gm", "wm", "soft")  # the k-means classes, dark to bright on a T1
+
+
+def real_scans() -> Dict[str, Path]:
+    spm = dict(zip(("colin27", "avg152"), fetch_spm(volumes=["canonical/single_subj_T1.nii",
+                                                              "canonical/avg152T1.nii"])))
+    return {"colin27": spm["colin27"], "brain1": fetch_real("brain1"), "brain2": fetch_real("brain2"),
+            "avg152": spm["avg152"]}
+
+
+# ------------------------------------------------------------------------------------------------ masks
+
+def unit(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Scaled by the 0.5/99.5 percentiles inside `mask` to about 0..1."""
+    low, high = np.percentile(values[mask], (0.5, 99.5))
+    return (values - low) / max(high - low, 1e-6)
+
+
+def kmeans_1d(values: np.ndarray, classes: int, iterations: int = 30) -> np.ndarray:
+    """Sorted class centres of a 1D k-means (initialised at evenly spaced percentiles)."""
+    centres = np.percentile(values, np.linspace(10, 90, classes))
+    for _ in range(iterations):
+        labels = np.abs(values[:, None] - centres[None, :]).argmin(axis=1)
+        centres = np.array([values[labels == k].mean() if (labels == k).any() else centres[k]
+                            for k in range(classes)])
+    return np.sort(centres)
+
+
+def tissue_masks(t1: np.ndarray, spacing_zyx: Tuple[float, ...]) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """The head mask and CSF / GM / WM masks of a T1 (Z, Y, X): k-means of the voxels deeper than
+    BRAIN_DEPTH_MM inside the head, each class's half nearest its centre."""
+    head = head_mask(t1)
+    depth = ndimage.distance_transform_edt(head, sampling=spacing_zyx)
+    inner = depth > BRAIN_DEPTH_MM
+    values = t1[inner]
+    centres = kmeans_1d(values, 3)
+    distance = np.abs(t1[..., None] - centres)
+    label = distance.argmin(axis=-1)
+    masks = {}
+    for index, name in enumerate(("csf", "gm", "wm")):
+        member = inner & (label == index)
+        if member.sum() < 50:
+            masks[name] = member
+            continue
+        near = distance[..., index] <= np.median(distance[..., index][member])
+        masks[name] = member & near
+    return head, masks
+
+
+# ------------------------------------------------------------------------------------------------ baselines
+
+def baselines(t1: np.ndarray, head: np.ndarray, target: str) -> Dict[str, np.ndarray]:
+    """Identity, inversion inside the head, and the k-means render of the `target` contrast (T2 or PD)."""
+    scaled = unit(t1, head)
+    inverted = np.where(head, 1.0 - np.clip(scaled, 0.0, 1.0), 0.0)
+    centres = kmeans_1d(t1[head], len(RENDER_TISSUES))
+    labels = np.abs(t1[..., None] - centres).argmin(axis=-1)
+    tissues = np.zeros((len(TISSUES),) + t1.shape, np.float32)
+    for index, name in enumerate(RENDER_TISSUES):
+        tissues[TISSUES.index(name)] = (labels == index) & head
+    tissues[TISSUES.index("air")] = ~head
+    render = ndimage.gaussian_filter(mr_spin_echo(tissues, nominal_mr(), *SEQUENCES[target]), 0.5)
+    return {"identity": t1, "inversion": inverted, "kmeans_render": render}
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+def gradients(volume: np.ndarray, mask: np.ndarray) -> Tuple[float, float]:
+    """Mean |through-plane| and mean in-plane gradient magnitude inside `mask` (voxel units)."""
+    dz = np.abs(np.diff(volume, axis=0))[mask[1:] & mask[:-1]].mean() if volume.shape[0] > 1 else 0.0
+    gy, gx = np.gradient(volume, axis=(1, 2))
+    return float(dz), float(np.hypot(gy, gx)[mask].mean())
+
+
+def reference_free(output: np.ndarray, t1: np.ndarray, head: np.ndarray,
+                   masks: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    out, inp = unit(output, head), unit(t1, head)
+    means = {name: float(out[mask].mean()) if mask.any() else float("nan") for name, mask in masks.items()}
+    out_z, out_xy = gradients(out, head)
+    in_z, in_xy = gradients(inp, head)
+    return {
+        "means": means,
+        "csf_minus_gm": means["csf"] - means["gm"], "gm_minus_wm": means["gm"] - means["wm"],
+        "order": bool(means["csf"] > means["gm"] > means["wm"]),
+        "sharpness": out_xy / max(in_xy, 1e-9),
+        "stripes": (out_z / max(out_xy, 1e-9)) / max(in_z / max(in_xy, 1e-9), 1e-9),
+    }
+
+
+def reference_based(prediction: np.ndarray, reference: np.ndarray) -> Dict[str, float]:
+    """SSIM averaged over axial slices, PSNR and MAE, inside the reference's filled head mask, each image
+    scaled by its own 0.5/99.5 percentiles (inside that mask)."""
+    mask = head_mask(reference)
+    pred, ref = unit(prediction, mask), unit(reference, mask)
+    ssims = []
+    for index in range(ref.shape[0]):
+        if mask[index].sum() < 100:
+            continue
+        _, ssim_map = structural_similarity(ref[index], pred[index], data_range=1.0, full=True)
+        ssims.append(ssim_map[mask[index]].mean())
+    return {"ssim": float(np.mean(ssims)), "psnr": float(peak_signal_noise_ratio(ref[mask], pred[mask],
+                                                                                   data_range=1.0)),
+            "mae": float(np.abs(pred[mask] - ref[mask]).mean())}
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+def evaluate(model_ref: str, out: Path) -> Dict[str, Any]:
+    model = load_model(model_ref)
+    card = model.card
+    target = card.target_modality.split("-")[-1]
+    if card.source_modality != "MR-T1" or target not in ("T2", "PD"):
+        raise SystemExit(f"{card.id}: this script checks MR-T1 -> T2/PD models, not "
+                         f"{card.source_modality} -> {card.target_modality}")
+    result: Dict[str, Any] = {"id": card.id, "version": card.version, "planes": card.inference_planes,
+                              "real": {}, "simulated": {}}
+    pictures = []
+    for name, path in real_scans().items():
+        image = read_volume(path)
+        t1 = sitk.GetArrayFromImage(image).astype(np.float64)
+        output = sitk.GetArrayFromImage(translate_image(image, model, device="cpu")).astype(np.float64)
+        head, masks = tissue_masks(t1, tuple(image.GetSpacing())[::-1])
+        candidates = {"model": output, **baselines(t1, head, target)}
+        result["real"][name] = {key: reference_free(volume, t1, head, masks) for key, volume in candidates.items()}
+        pictures.append((name, image.GetSpacing(), {"input": t1, **candidates}))
+        print(f"{card.id} {name}: " + ", ".join(f"{k} order {v['order']} ({v['csf_minus_gm']:+.2f}/"
+                                                 f"{v['gm_minus_wm']:+.2f})" for k, v in result["real"][name].items()))
+    for source in sorted((NATIVE_TEST / "t1").glob("*.nii.gz")):
+        reference_path = NATIVE_TEST / target.lower() / source.name
+        image = read_volume(source)
+        t1 = sitk.GetArrayFromImage(image).astype(np.float64)
+        reference = sitk.GetArrayFromImage(read_volume(reference_path)).astype(np.float64)
+        output = sitk.GetArrayFromImage(translate_image(image, model, device="cpu")).astype(np.float64)
+        head = head_mask(t1)
+        candidates = {"model": output, **baselines(t1, head, target),
+                      "histogram_matching": match_histograms(t1, reference)}
+        result["simulated"][source.name[:-7]] = {key: reference_based(v, reference) for key, v in candidates.items()}
+    if result["simulated"]:
+        result["simulated_mean"] = {key: {m: float(np.mean([case[key][m] for case in result["simulated"].values()]))
+                                          for m in ("ssim", "psnr", "mae")}
+                                    for key in next(iter(result["simulated"].values()))}
+        print(f"{card.id} simulated held-out: " + ", ".join(f"{k} SSIM {v['ssim']:.3f}"
+                                                             for k, v in result["simulated_mean"].items()))
+    grid(pictures, f"{card.id} {card.version}", out / f"{card.id}-{card.version}.png")
+    return result
+
+
+def _views(volume: np.ndarray, spacing_xyz: Tuple[float, ...], head: np.ndarray) -> List[np.ndarray]:
+    """Axial, coronal and sagittal middle slices at 1 mm pixels, superior / anterior up, scaled 0..1."""
+    shown = np.clip(unit(volume, head), 0.0, 1.0)
+    sx, sy, sz = spacing_xyz
+    z, y, x = (s // 2 for s in shown.shape)
+    views = [(shown[z], (sy, sx)), (shown[:, y], (sz, sx)), (shown[:, :, x], (sz, sy))]
+    out = []
+    for plane, (rows_mm, cols_mm) in views:
+        image = Image.fromarray((plane * 255).astype(np.uint8))
+        size = (max(1, round(plane.shape[1] * cols_mm)), max(1, round(plane.shape[0] * rows_mm)))
+        out.append(np.flipud(np.asarray(image.resize(size, Image.BILINEAR))))
+    return out
+
+
+def grid(pictures: List[Tuple[str, Tuple[float, ...], Dict[str, np.ndarray]]], model_id: str, path: Path) -> None:
+    """One block per scan: a row per plane, a column per image (input, model, baselines)."""
+    blocks = []
+    for name, spacing, volumes in pictures:
+        head = head_mask(volumes["input"])
+        columns = [_views(v, spacing, head) for v in volumes.values()]
+        rows = []
+        for plane in range(3):
+            height = max(c[plane].shape[0] for c in columns)
+            rows.append(np.concatenate([np.pad(c[plane], ((0, height - c[plane].shape[0]), (0, 2)))
+                                        for c in columns], axis=1))
+        width = max(r.shape[1] for r in rows)
+        blocks.append((f"{name}: " + " | ".join(volumes), np.concatenate([np.pad(r, ((0, 2), (0, width - r.shape[1])))
+                                                                        for r in rows])))
+    width = max(b.shape[1] for _, b in blocks)
+    height = sum(b.shape[0] + 14 for _, b in blocks) + 16
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 2), f"{model_id} on real scans it never saw (full resolution, 1 mm pixels)", fill=255)
+    top = 16
+    for label, block in blocks:
+        draw.text((4, top), label, fill=200)
+        canvas.paste(Image.fromarray(block), (0, top + 14))
+        top += block.shape[0] + 14
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", help="model id or package path (default: the bundled "
+                        "T1 -> T2/PD models)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    for model in args.model or DEFAULT_MODELS:
+        result = evaluate(model, args.out)
+        (args.out / f"{result['id']}-{result['version']}.json").write_text(json.dumps(result, indent=1) + "\n",
+                                                                           encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
