@@ -659,7 +659,7 @@ class MedTranslateTest(ScriptedLoadableModuleTest):
 
         from MedTranslateLib import registry
 
-        bundled = sorted((card for card, path in registry.discover().values()
+        bundled = sorted((card for card, path in registry.discover().found.values()
                           if Path(path).resolve().parent == registry.BUNDLED_DIR),
                          key=lambda card: card.id)
         if not bundled:

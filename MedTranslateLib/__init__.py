@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from .card import ModelCard
-from .errors import InputError, MedTranslateError, ModelPackageError, TranslationCancelled
+from .errors import InputError, MedTranslateError, ModelPackageError, TranslationCancelled, TranslationError
 from .package import TranslationModel
 from .progress import Progress
 from .registry import list_models, load_model
@@ -18,6 +18,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ModelCard", "TranslationModel", "Progress",
-    "MedTranslateError", "InputError", "ModelPackageError", "TranslationCancelled",
+    "MedTranslateError", "InputError", "ModelPackageError", "TranslationCancelled", "TranslationError",
     "list_models", "load_model", "translate_image", "translate_file", "read_volume", "write_volume",
 ]

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .axes import SLICE_AXES
 from .intensity import MODALITIES, IntensityPair
@@ -125,7 +126,22 @@ class ModelCard:
         return f"{self.id}  {self.source_modality} -> {self.target_modality}  ({self.architecture.get('name')}, {self.task})"
 
 
+def _numbers(value: Any, where: str) -> Iterator[Tuple[str, float]]:
+    """(key path, number) of every float in a JSON value."""
+    if isinstance(value, float):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _numbers(item, f"{where}[{index}]")
+
+
 def _check_values(data: Dict[str, Any]) -> None:
+    for where, number in _numbers(data, ""):
+        if not math.isfinite(number):
+            raise CardError(f"key '{where}' holds {number}; a card's numbers must be finite")
     if data["schema_version"] != SCHEMA_VERSION:
         raise CardError(f"schema_version {data['schema_version']} is not supported (this library reads {SCHEMA_VERSION})")
     if data["task"] not in TASKS:

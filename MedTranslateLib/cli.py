@@ -110,11 +110,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .registry import list_models
+    from .registry import discover
 
-    cards = list_models()
+    found, broken = discover()
+    cards = [card for _, (card, _) in sorted(found.items())]
+    for path, reason in broken:  # listed, never in the way of the others
+        print(f"broken model package {path}: {reason}", file=sys.stderr)
     if args.json:
-        print(json.dumps([card.to_dict() for card in cards], indent=2))
+        print(json.dumps([card.to_dict() for card in cards], indent=2, allow_nan=False))
         return 0
     if not cards:
         print("no model packages found")

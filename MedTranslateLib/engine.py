@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .card import PAD_MODES
 from .device import autocast_dtype
+from .errors import TranslationError
 from .networks import fold_batch_norms, size_multiple
 from .progress import ProgressCallback, check_cancel, report
 
@@ -116,6 +117,10 @@ class SliceEngine:
                 self.compiled_unproven = False
                 continue
             self.compiled_unproven = False
+            if not np.isfinite(result).all():
+                raise TranslationError(f"the network produced NaN or infinite values on slices {numbers[0]}-"
+                                       f"{numbers[-1]}; nothing was written (broken weights, or an input far "
+                                       "outside what the model knows)")
             output[numbers] = denormalize(result)
             start = numbers[-1] + 1
             report(progress, "translating", int(start), count)

@@ -20,3 +20,7 @@ class ModelPackageError(InputError):
 
 class TranslationCancelled(MedTranslateError):
     """The caller's cancel flag was set; nothing was written."""
+
+
+class TranslationError(MedTranslateError):
+    """The network produced something that must not be written (NaN or infinite values)."""

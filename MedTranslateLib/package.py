@@ -26,6 +26,8 @@ from .networks import build_network
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 INVERSE_WEIGHTS_FILE = "inverse_weights.safetensors"
+# the most a package member may hold, checked before it is read: a card is a few kB, weights tens of MB
+MEMBER_LIMITS = {CARD_FILE: 1 << 20, WEIGHTS_FILE: 1 << 30, INVERSE_WEIGHTS_FILE: 1 << 30}
 
 
 @dataclass
@@ -41,10 +43,17 @@ class TranslationModel:
 def read_card(path: Union[str, Path]) -> ModelCard:
     """The validated card of the package at `path` (folder or .zip), without reading weights."""
     path = Path(path)
+    blob = _read_member(path, CARD_FILE)
     try:
-        return ModelCard.from_dict(json.loads(_read_member(path, CARD_FILE)))
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelPackageError(f"{path}: {CARD_FILE} is not UTF-8 text") from None
+    try:
+        return ModelCard.from_dict(json.loads(text))
     except json.JSONDecodeError as error:
         raise ModelPackageError(f"{path}: {CARD_FILE} is not valid JSON ({error.msg}, line {error.lineno})") from None
+    except RecursionError:
+        raise ModelPackageError(f"{path}: {CARD_FILE} is nested too deeply to be a model card") from None
     except CardError as error:
         raise ModelPackageError(f"{path}: {CARD_FILE}: {error}") from None
 
@@ -74,6 +83,10 @@ def _load_network(path: Path, card: ModelCard, member: str, digest: str, in_chan
         state = load_safetensors(blob)
     except SafetensorError as error:
         raise ModelPackageError(f"{path}: {member} is not a safetensors file ({error})") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelPackageError(f"{path}: {member} holds NaN or infinite values in '{name}'; the weights are "
+                                    "broken (a diverged training run?)")
     try:
         network.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError) as error:
@@ -83,20 +96,39 @@ def _load_network(path: Path, card: ModelCard, member: str, digest: str, in_chan
 
 
 def _read_member(path: Path, member: str) -> bytes:
+    """The bytes of `member` of the package folder or zip at `path`, refused before reading when larger than
+    MEMBER_LIMITS allows, or when it or the package is not a regular file or folder."""
     if not path.exists():
         raise ModelPackageError(f"{path}: no such model package")
+    limit = MEMBER_LIMITS.get(member, 1 << 20)
     if path.is_dir():
         file = path / member
         if not file.is_file():
-            raise ModelPackageError(f"{path}: package has no {member}")
+            raise ModelPackageError(f"{path}: package has no {member}{'' if not file.exists() else ' file'}")
+        _check_size(path, member, file.stat().st_size, limit)
         return file.read_bytes()
-    if not zipfile.is_zipfile(path):
-        raise ModelPackageError(f"{path}: not a model package (a folder or .zip with {CARD_FILE} and {WEIGHTS_FILE})")
-    with zipfile.ZipFile(path) as archive:
-        names = {Path(n).name: n for n in archive.namelist() if not n.endswith("/")}
-        if member not in names:
-            raise ModelPackageError(f"{path}: package has no {member}")
-        return archive.read(names[member])
+    if not path.is_file():
+        raise ModelPackageError(f"{path}: is not a regular file or a folder (a FIFO, device or socket)")
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ModelPackageError(f"{path}: not a model package (a folder or .zip with {CARD_FILE} and "
+                                    f"{WEIGHTS_FILE})")
+        with zipfile.ZipFile(path) as archive:
+            entries = [info for info in archive.infolist() if not info.is_dir() and Path(info.filename).name == member]
+            if not entries:
+                raise ModelPackageError(f"{path}: package has no {member}")
+            if len(entries) > 1:
+                raise ModelPackageError(f"{path}: package holds {len(entries)} files named {member}; it must hold one")
+            _check_size(path, member, entries[0].file_size, limit)
+            return archive.read(entries[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError) as error:
+        raise ModelPackageError(f"{path}: the zip is damaged ({error})") from None
+
+
+def _check_size(path: Path, member: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise ModelPackageError(f"{path}: {member} is {size / 2**20:.1f} MiB, more than a package may hold "
+                                f"({limit / 2**20:.0f} MiB)")
 
 
 def weights_blob(state: Mapping[str, torch.Tensor], half: bool = True) -> bytes:
@@ -108,6 +140,12 @@ def weights_blob(state: Mapping[str, torch.Tensor], half: bool = True) -> bytes:
             tensor = tensor.half()
         tensors[name] = tensor
     return save_safetensors(tensors)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_package(card_fields: Dict[str, Any], network: torch.nn.Module, out_dir: Union[str, Path],
@@ -128,6 +166,7 @@ def save_package(card_fields: Dict[str, Any], network: torch.nn.Module, out_dir:
         raise ModelPackageError(f"card for {out_dir}: {error}") from None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private (0700); a package gets the user's usual mode
     try:
         for name, blob in blobs.items():
             (staging / name).write_bytes(blob)

@@ -12,7 +12,7 @@ from .axes import reorientation
 from .card import ModelCard
 from .device import select_device
 from .engine import EngineOptions, SliceEngine
-from .errors import InputError
+from .errors import InputError, TranslationError
 from .intensity import plausibility_warning, to_output_units
 from .package import TranslationModel
 from .progress import Progress, ProgressCallback, report
@@ -34,6 +34,8 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
     A model trained on several planes runs one pass along each plane the input's resolution allows
     (`passes_for`) and fuses them voxel by voxel as its card says (mean or median).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
     model = load_model(model)
     card = model.card
     volume = as_volume(image)
@@ -50,7 +52,11 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
         outputs = np.stack([_one_pass(volume, plane, card, engine, _plane_progress(progress, plane), cancel)
                             for plane in planes])
         output = outputs.mean(axis=0) if card.fusion == "mean" else np.median(outputs, axis=0)
-    translated = sitk.GetImageFromArray(to_output_units(output.astype(np.float32, copy=False), card.target_modality))
+    output = output.astype(np.float32, copy=False)
+    if not np.isfinite(output).all():  # the mapping back to units overflowed float32
+        raise TranslationError("the translation holds NaN or infinite values after mapping back to "
+                               f"{card.target_modality} units; nothing was written")
+    translated = sitk.GetImageFromArray(to_output_units(output, card.target_modality))
     translated.CopyInformation(volume)
     return translated
 

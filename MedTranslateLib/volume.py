@@ -19,6 +19,10 @@ from .nifti_integrity import check_nifti_data
 PathLike = Union[str, "os.PathLike[str]"]
 
 WRITE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+# voxel types a translation reads: SimpleITK's scalar types (label maps, complex and vector types are refused)
+SCALAR_TYPES = frozenset((sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32,
+                          sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64, sitk.sitkFloat32, sitk.sitkFloat64))
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def volume_extension(path: PathLike) -> str:
@@ -32,8 +36,7 @@ def volume_extension(path: PathLike) -> str:
 def read_volume(path: PathLike) -> sitk.Image:
     """Read a NIfTI/NRRD/MHA/... file or a folder holding one DICOM series as a validated 3D scalar image."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+    check_regular(path)
     if path.is_dir():
         image = _read_dicom_folder(path)
     else:
@@ -60,8 +63,23 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
         raise InputError(f"{folder}: DICOM series cannot be read ({_first_line(error)})") from None
 
 
+def check_regular(path: Path) -> None:
+    """Refuse at once a path that does not exist or is neither a regular file nor a folder (a FIFO would block
+    the reader forever; a device or socket is no image)."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(f"{path}: is not a regular file or a folder (a FIFO, device or socket)")
+
+
 def as_volume(image: sitk.Image, name: str = "image") -> sitk.Image:
     """Check `image` is a translatable scalar volume; a 2D image becomes a one-slice 3D volume."""
+    if not isinstance(image, sitk.Image):
+        hint = "; read it first (read_volume) or use translate_file" if isinstance(image, (str, os.PathLike)) else ""
+        raise InputError(f"{name}: expected a SimpleITK.Image, got {type(image).__name__}{hint}")
+    if image.GetPixelID() not in SCALAR_TYPES and image.GetNumberOfComponentsPerPixel() == 1:
+        raise InputError(f"{name}: voxels of type '{image.GetPixelIDTypeAsString()}' (a label map or complex "
+                         "image); a scalar (grayscale) volume is needed")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel (RGB or vector); "
@@ -80,6 +98,8 @@ def as_volume(image: sitk.Image, name: str = "image") -> sitk.Image:
         bad = int(np.count_nonzero(~np.isfinite(values)))
         if bad:
             raise InputError(f"{name}: has {bad} NaN or infinite voxels; replace them before translating")
+        if float(np.abs(values).max()) > FLOAT32_MAX:
+            raise InputError(f"{name}: has values beyond the float32 range (±{FLOAT32_MAX:.3g}); rescale it first")
     low, high = values.min(), values.max()
     if low == high:
         raise InputError(f"{name}: is constant (every voxel is {low}); there is nothing to translate")
@@ -122,6 +142,8 @@ def check_writable(path: Path) -> Path:
     """Refuse an output path with an unknown extension, a folder, or a missing parent; returns the parent."""
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give an output file name")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: is not a regular file (a FIFO, device or socket); give an output file name")
     extension = volume_extension(path)
     if extension not in WRITE_EXTENSIONS:
         raise InputError(f"{path}: cannot write '{extension or path.name}' (use one of {', '.join(WRITE_EXTENSIONS)})")

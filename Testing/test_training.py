@@ -363,6 +363,17 @@ def test_cards_exported_before_cleaning_still_load(tmp_path):
     assert load_package(package).card.training["exported_on"] == "workstation-7"
 
 
+def test_three_plane_training_samples_every_plane_and_exports_them(slabs, tmp_path):
+    planes = ["axial", "coronal", "sagittal"]
+    config = tiny_config("unet_l2", slabs, tmp_path / "run", "optim.steps=2", f"data.planes={json.dumps(planes)}",
+                         'data.fusion="median"')
+    data = load_training_data(config)
+    assert [v.plane for v in data.sampler.sources] == planes  # the one training volume, sliced three ways
+    assert [v.array.shape for v in data.sampler.sources] == [(20, 109, 91), (109, 20, 91), (91, 20, 109)]
+    card = export_checkpoint(train(config, echo=False).checkpoint, tmp_path / "package")
+    assert card.planes == planes and card.fusion == "median" and card.slice_axis == "axial"
+
+
 def test_cyclegan_export_keeps_inverse_generator(slabs, tmp_path, tmp_path_factory):
     run = overfit_run("cyclegan", slabs, tmp_path_factory)
     card = export_checkpoint(run.checkpoint, tmp_path / "package")

@@ -25,13 +25,18 @@ from typing import Dict, List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
-from shipped_models import DATA, MODELS, RUN_NAMES, RUNS, SHIPPED, CONFIGS  # noqa: E402
+from shipped_models import DATA, MODELS, NATIVE_DATA, RUN_NAMES, RUNS, SHIPPED, CONFIGS  # noqa: E402
 
 
 def prepare(subjects: int, workers: int, spm: Optional[Path]) -> None:
+    """The 2 mm set (prepare_shipped_data.py, `subjects` subjects) and the 1 mm set (prepare_native_data.py, its
+    default subjects) when a catalogue model trains on it."""
     script = REPO / "Training" / "data" / "prepare_shipped_data.py"
     command = [sys.executable, str(script), "--out", str(DATA), "--subjects", str(subjects), "--workers", str(workers)]
     subprocess.run(command + (["--spm", str(spm)] if spm else []), check=True)
+    if any(model.data == NATIVE_DATA for model in SHIPPED):
+        native = REPO / "Training" / "data" / "prepare_native_data.py"
+        subprocess.run([sys.executable, str(native), "--out", str(NATIVE_DATA), "--workers", str(workers)], check=True)
 
 
 def train(runs: Dict[str, List[str]], parallel: int, resume: bool = False, logs: Path = RUNS) -> None:
@@ -144,7 +149,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         export(args.only)
     if args.stage in ("all", "evaluate"):
         from evaluate_shipped_models import evaluate_all
-        return evaluate_all()
+        return evaluate_all([model.id for model in SHIPPED if model.run in args.only])
     return 0
 
 

@@ -1,6 +1,7 @@
 """How the MR contrast models do on real scans of subjects they never saw, and on held-out simulated subjects.
 
-Real scans (no reference of the target contrast exists for them; see ../shared/DATA.md in the project notes):
+Real scans (no reference of the target contrast exists for them: no real multi-contrast single-subject MR can be
+installed here):
 - `colin27`: SPM's single-subject T1 (Colin27, 2 mm, whole head; PyPI spm-runtime-R2025b, GPL-2);
 - `brain1`, `brain2`: real post-contrast T1-weighted brain MR with a tumour, 0.78 x 0.78 x 6.5 mm (PyPI
   pyradiomics 3.0.1 source distribution, BSD-3; Training/data/fetch_real_scans.py);
@@ -21,8 +22,9 @@ and scalp), and, where a reference exists, histogram matching to it (an oracle).
 
     .venv/bin/python Training/evaluate_real_scans.py [--model ID_OR_PATH ...] [--out Training/results/real]
 
-Writes OUT/<model>-<version>.json and OUT/<model>-<version>.png (every real scan at full resolution, axial / coronal / sagittal
-through the middle, input | model | baselines).
+Writes OUT/<model>-<version>.json and OUT/<model>-<version>.png (every real scan at full resolution, axial /
+coronal / sagittal through the middle, input | model | baselines). A model ships (Training/evaluate_shipped_models)
+only with the right tissue order and at most STRIPES_LIMIT stripes on every real scan.
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ NATIVE_TEST = REPO / "Training" / "data" / "native" / "test"
 DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-t2-cyclegan", "mr-t1-to-pd-pix2pix")
 BRAIN_DEPTH_MM = 15.0
 RENDER_TISSUES = ("csf", "gm", "wm", "soft")  # the k-means classes, dark to bright on a T1
+STRIPES_LIMIT = 1.3  # a model ships only when its output is at most this much stripier than its input
 
 
 def real_scans() -> Dict[str, Path]:
@@ -74,8 +77,10 @@ def unit(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def kmeans_1d(values: np.ndarray, classes: int, iterations: int = 30) -> np.ndarray:
-    """Sorted class centres of a 1D k-means (initialised at evenly spaced percentiles)."""
-    centres = np.percentile(values, np.linspace(10, 90, classes))
+    """Sorted class centres of a 1D k-means, initialised evenly between the 1st and 99th percentiles (so a small
+    class, such as the CSF of a brain's depths, keeps its own centre)."""
+    low, high = np.percentile(values, (1, 99))
+    centres = np.linspace(low, high, classes)
     for _ in range(iterations):
         labels = np.abs(values[:, None] - centres[None, :]).argmin(axis=1)
         centres = np.array([values[labels == k].mean() if (labels == k).any() else centres[k]
@@ -83,10 +88,23 @@ def kmeans_1d(values: np.ndarray, classes: int, iterations: int = 30) -> np.ndar
     return np.sort(centres)
 
 
+def head_outline(volume: np.ndarray) -> np.ndarray:
+    """The whole head of a (Z, Y, X) MR volume: above 10 % of its 99th percentile (scalp included, unlike an
+    Otsu mask of a T1, which may keep only the brain), holes filled slice by slice, the largest component."""
+    mask = volume > 0.1 * np.percentile(volume, 99)
+    for index in range(mask.shape[0]):
+        mask[index] = ndimage.binary_fill_holes(mask[index])
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+        mask = labels == (int(np.argmax(sizes)) + 1)
+    return mask
+
+
 def tissue_masks(t1: np.ndarray, spacing_zyx: Tuple[float, ...]) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
-    """The head mask and CSF / GM / WM masks of a T1 (Z, Y, X): k-means of the voxels deeper than
+    """The head outline and CSF / GM / WM masks of a T1 (Z, Y, X): k-means of the voxels deeper than
     BRAIN_DEPTH_MM inside the head, each class's half nearest its centre."""
-    head = head_mask(t1)
+    head = head_outline(t1)
     depth = ndimage.distance_transform_edt(head, sampling=spacing_zyx)
     inner = depth > BRAIN_DEPTH_MM
     values = t1[inner]
@@ -162,43 +180,78 @@ def reference_based(prediction: np.ndarray, reference: np.ndarray) -> Dict[str, 
 
 # ------------------------------------------------------------------------------------------------ runs
 
-def evaluate(model_ref: str, out: Path) -> Dict[str, Any]:
-    model = load_model(model_ref)
-    card = model.card
+def target_contrast(card: Any) -> str:
+    """"T2" or "PD": the spin-echo weighting of an MR-T1 -> MR-T2/PD model's target; SystemExit otherwise."""
     target = card.target_modality.split("-")[-1]
     if card.source_modality != "MR-T1" or target not in ("T2", "PD"):
         raise SystemExit(f"{card.id}: this script checks MR-T1 -> T2/PD models, not "
                          f"{card.source_modality} -> {card.target_modality}")
-    result: Dict[str, Any] = {"id": card.id, "version": card.version, "planes": card.inference_planes,
-                              "real": {}, "simulated": {}}
-    pictures = []
+    return target
+
+
+def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
+    """{scan: {model or baseline: reference-free checks}} over every real scan; the grid picture to `picture`."""
+    card = model.card
+    target = target_contrast(card)
+    results, pictures = {}, []
     for name, path in real_scans().items():
         image = read_volume(path)
         t1 = sitk.GetArrayFromImage(image).astype(np.float64)
         output = sitk.GetArrayFromImage(translate_image(image, model, device="cpu")).astype(np.float64)
         head, masks = tissue_masks(t1, tuple(image.GetSpacing())[::-1])
         candidates = {"model": output, **baselines(t1, head, target)}
-        result["real"][name] = {key: reference_free(volume, t1, head, masks) for key, volume in candidates.items()}
+        results[name] = {key: reference_free(volume, t1, head, masks) for key, volume in candidates.items()}
         pictures.append((name, image.GetSpacing(), {"input": t1, **candidates}))
         print(f"{card.id} {name}: " + ", ".join(f"{k} order {v['order']} ({v['csf_minus_gm']:+.2f}/"
-                                                 f"{v['gm_minus_wm']:+.2f})" for k, v in result["real"][name].items()))
+                                                 f"{v['gm_minus_wm']:+.2f}) stripes {v['stripes']:.2f}"
+                                                 for k, v in results[name].items()), flush=True)
+    grid(pictures, f"{card.id} {card.version}", picture)
+    return results
+
+
+def real_scan_failures(results: Dict[str, Dict[str, Any]]) -> List[str]:
+    """What keeps a model from shipping on the real scans: a wrong tissue order, or stripes (slice-to-slice
+    inconsistency) above STRIPES_LIMIT, on any of them."""
+    failures = []
+    for scan, checks in results.items():
+        if not checks["model"]["order"]:
+            failures.append(f"tissue order on {scan}")
+        if checks["model"]["stripes"] > STRIPES_LIMIT:
+            failures.append(f"stripes on {scan}")
+    return failures
+
+
+def simulated_checks(model: Any) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{case: {model or baseline: SSIM, PSNR, MAE}} on the held-out simulated subjects (Training/data/native)."""
+    target = target_contrast(model.card)
+    results = {}
     for source in sorted((NATIVE_TEST / "t1").glob("*.nii.gz")):
-        reference_path = NATIVE_TEST / target.lower() / source.name
         image = read_volume(source)
         t1 = sitk.GetArrayFromImage(image).astype(np.float64)
-        reference = sitk.GetArrayFromImage(read_volume(reference_path)).astype(np.float64)
+        reference = sitk.GetArrayFromImage(read_volume(NATIVE_TEST / target.lower() / source.name)).astype(np.float64)
         output = sitk.GetArrayFromImage(translate_image(image, model, device="cpu")).astype(np.float64)
-        head = head_mask(t1)
-        candidates = {"model": output, **baselines(t1, head, target),
+        candidates = {"model": output, **baselines(t1, head_mask(t1), target),
                       "histogram_matching": match_histograms(t1, reference)}
-        result["simulated"][source.name[:-7]] = {key: reference_based(v, reference) for key, v in candidates.items()}
+        results[source.name[:-len(".nii.gz")]] = {key: reference_based(v, reference) for key, v in candidates.items()}
+    return results
+
+
+def mean_over_cases(cases: Dict[str, Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
+    names = next(iter(cases.values()))
+    return {key: {m: float(np.mean([case[key][m] for case in cases.values()])) for m in names[key]} for key in names}
+
+
+def evaluate(model_ref: str, out: Path) -> Dict[str, Any]:
+    model = load_model(model_ref)
+    card = model.card
+    result: Dict[str, Any] = {"id": card.id, "version": card.version, "planes": card.inference_planes,
+                              "real": real_scan_checks(model, out / f"{card.id}-{card.version}.png")}
+    result["real_failures"] = real_scan_failures(result["real"])
+    result["simulated"] = simulated_checks(model)
     if result["simulated"]:
-        result["simulated_mean"] = {key: {m: float(np.mean([case[key][m] for case in result["simulated"].values()]))
-                                          for m in ("ssim", "psnr", "mae")}
-                                    for key in next(iter(result["simulated"].values()))}
+        result["simulated_mean"] = mean_over_cases(result["simulated"])
         print(f"{card.id} simulated held-out: " + ", ".join(f"{k} SSIM {v['ssim']:.3f}"
                                                              for k, v in result["simulated_mean"].items()))
-    grid(pictures, f"{card.id} {card.version}", out / f"{card.id}-{card.version}.png")
     return result
 
 
@@ -250,6 +303,7 @@ def main() -> int:
                         "T1 -> T2/PD models)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     for model in args.model or DEFAULT_MODELS:
         result = evaluate(model, args.out)
         (args.out / f"{result['id']}-{result['version']}.json").write_text(json.dumps(result, indent=1) + "\n",

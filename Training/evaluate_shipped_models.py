@@ -1,20 +1,25 @@
-"""Held-out evaluation of the shipped models against two baselines; metrics into the cards; PNG grids; table.
+"""Held-out evaluation of the shipped models against baselines; metrics into the cards; PNG grids; table.
 
-For every package in Training/shipped_models.SHIPPED, every held-out test case (Training/data/shipped/test/,
-never used in training: the axial slab z = 38..52 of every subject, and Colin27 for motion correction) is
+For every package in Training/shipped_models.SHIPPED, every held-out test case of its data (the 2 mm set,
+Training/data/shipped/test/: the axial slab z = 38..52 of every subject, and Colin27 for motion correction; or
+the 1 mm set, Training/data/native/test/: whole heads of subjects drawn with seeds never trained on) is
 translated through the public API (`translate_image`, CPU, fp16 weights as shipped) and compared inside the
 reference's head mask (Otsu) with:
 
 - identity: the input itself, linearly mapped so its 0.5/99.5 percentiles meet the reference's;
 - histogram matching: the input mapped through the reference's own histogram (skimage), an oracle global
-  intensity mapping.
+  intensity mapping;
+- for T1 -> T2/PD models, also the T1's intensities inverted inside the head and a classical k-means render
+  (Training/evaluate_real_scans.py); those trained on the 1 mm set are also checked on real scans of other
+  subjects (tissue order, stripes), and those results go into their cards.
 
 Units: HU for CT targets; otherwise each image scaled by its own 0.5/99.5 percentiles to 0/1 (MR and PET
-have no absolute units here). A model ships only when its mean MAE, PSNR and SSIM all beat both baselines;
-otherwise its package is removed. Results: Training/results/shipped/metrics.json, one PNG grid per model
-(input / output / reference), the table in Training/README.md, and the `metrics` of every card.
+have no absolute units here). A model ships only when its mean MAE, PSNR and SSIM beat every baseline (and,
+where checked, it passes every real scan); otherwise its package is removed. Results:
+Training/results/shipped/metrics.json, one PNG grid per model (input / output / reference), the table in
+Training/README.md, and the `metrics` of every card.
 
-    .venv/bin/python Training/evaluate_shipped_models.py
+    .venv/bin/python Training/evaluate_shipped_models.py [ID ...]     # every model, or only these
 """
 from __future__ import annotations
 
@@ -34,7 +39,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 sys.path.insert(0, str(REPO / "Training" / "data"))
 from prepare_shipped_data import MOTION, MOTION_CONTRAST, SLAB  # noqa: E402
-from shipped_models import CONFIGS, DATA, MODELS, RESULTS, SHIPPED, ShippedModel  # noqa: E402
+from shipped_models import CONFIGS, DATA, MODELS, NATIVE_DATA, RESULTS, SHIPPED, ShippedModel  # noqa: E402
+from evaluate_real_scans import baselines as mr_baselines  # noqa: E402
+from evaluate_real_scans import real_scan_checks, real_scan_failures  # noqa: E402
 
 from MedTranslateLib.card import ModelCard  # noqa: E402
 from MedTranslateLib.metrics import compare, head_mask  # noqa: E402
@@ -47,7 +54,8 @@ README = REPO / "Training" / "README.md"
 TABLE_START, TABLE_END = "<!-- shipped-models:start -->", "<!-- shipped-models:end -->"
 METRICS = ("mae", "psnr", "ssim")
 GROUPS = {"avg152": "real templates, unwarped (real input)", "realtest": "real templates, warped, randomised input",
-          "simtest": "TPM simulation, random tissue properties", "colin27": "Colin27, a real single subject"}
+          "simtest": "TPM simulation, random tissue properties", "colin27": "Colin27, a real single subject",
+          "test": "1 mm subjects: MNI 2009a brain in the TPM head, deformed, randomised T1 input"}
 CT_DISPLAY = (-200.0, 1600.0)
 
 
@@ -59,12 +67,12 @@ def test_cases(model: ShippedModel) -> List[Tuple[str, Path, Path]]:
     """(case name, input path, reference path) for every held-out pair of the model."""
     cases = []
     for folder in ("test",) + model.extra_tests:
-        for source in sorted((DATA / folder / model.source).glob("*.nii.gz")):
-            target = DATA / folder / model.target / source.name
+        for source in sorted((model.data / folder / model.source).glob("*.nii.gz")):
+            target = model.data / folder / model.target / source.name
             if target.is_file():
                 cases.append((source.name[: -len(".nii.gz")], source, target))
     if not cases:
-        raise SystemExit(f"{model.id}: no test data under {DATA}; run Training/build_shipped_models.py prepare")
+        raise SystemExit(f"{model.id}: no test data under {model.data}; run Training/build_shipped_models.py prepare")
     return cases
 
 
@@ -78,17 +86,28 @@ def _unit(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low)
 
 
+def mr_contrast(card: ModelCard) -> Optional[str]:
+    """"T2" or "PD" for an MR-T1 -> MR-T2/PD model (compared with inversion and a k-means render too)."""
+    target = card.target_modality.split("-")[-1]
+    return target if card.source_modality == "MR-T1" and target in ("T2", "PD") else None
+
+
 def comparable(source: np.ndarray, prediction: np.ndarray, reference: np.ndarray,
-               ct_target: bool) -> Dict[str, np.ndarray]:
-    """Reference, model output and the two baselines, as (Z, Y, X) float64 in the units metrics use."""
+               ct_target: bool, contrast: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """Reference, model output and the baselines, as (Z, Y, X) float64 in the units metrics use: identity and
+    histogram matching always; for a T1 -> T2/PD model (`contrast`) also the T1's inversion and k-means render."""
     if ct_target:
         (s_low, s_high), (r_low, r_high) = _percentiles(source), _percentiles(reference)
         identity = (source - s_low) / (s_high - s_low) * (r_high - r_low) + r_low
         return {"reference": reference, "model": prediction, "identity": identity,
                 "histogram_matching": match_histograms(source, reference)}
     reference_unit = _unit(reference)
-    return {"reference": reference_unit, "model": _unit(prediction), "identity": _unit(source),
-            "histogram_matching": match_histograms(_unit(source), reference_unit)}
+    images = {"reference": reference_unit, "model": _unit(prediction), "identity": _unit(source),
+              "histogram_matching": match_histograms(_unit(source), reference_unit)}
+    if contrast:
+        extra = mr_baselines(source, head_mask(source), contrast)
+        images.update({name: _unit(extra[name]) for name in ("inversion", "kmeans_render")})
+    return images
 
 
 def evaluate_case(model: Any, source_path: Path, target_path: Path) -> Tuple[Dict[str, Dict[str, float]],
@@ -97,22 +116,21 @@ def evaluate_case(model: Any, source_path: Path, target_path: Path) -> Tuple[Dic
     prediction = sitk.GetArrayFromImage(translate_image(source_image, model, device="cpu")).astype(np.float64)
     source = sitk.GetArrayFromImage(source_image).astype(np.float64)
     reference = sitk.GetArrayFromImage(read_volume(target_path)).astype(np.float64)
-    images = comparable(source, prediction, reference, model.card.target_modality == "CT")
+    images = comparable(source, prediction, reference, model.card.target_modality == "CT", mr_contrast(model.card))
     mask = head_mask(images["reference"])
-    scores = {name: compare(images[name], images["reference"], mask)
-              for name in ("model", "identity", "histogram_matching")}
+    scores = {name: compare(image, images["reference"], mask) for name, image in images.items() if name != "reference"}
     return scores, {"input": source, "output": prediction, "reference": reference}
 
 
 def mean_scores(per_case: List[Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
-    return {name: {m: float(np.mean([case[name][m] for case in per_case])) for m in METRICS}
-            for name in ("model", "identity", "histogram_matching")}
+    names = [name for name in per_case[0] if isinstance(per_case[0][name], dict)]
+    return {name: {m: float(np.mean([case[name][m] for case in per_case])) for m in METRICS} for name in names}
 
 
 def beats_baselines(mean: Dict[str, Dict[str, float]]) -> List[str]:
     """The metrics on which the model fails to beat a baseline (empty: it ships)."""
     failures = []
-    for baseline in ("identity", "histogram_matching"):
+    for baseline in (name for name in mean if name != "model"):
         if mean["model"]["mae"] >= mean[baseline]["mae"]:
             failures.append(f"MAE vs {baseline}")
         for metric in ("psnr", "ssim"):
@@ -205,7 +223,35 @@ def selection_note(training: Dict[str, Any]) -> str:
             + (f" ({held})" if held else ""))
 
 
+def native_training_notes(training: Dict[str, Any]) -> Dict[str, Any]:
+    """The card's data provenance, simulation and split of a model trained on the 1 mm set."""
+    dataset = json.loads((NATIVE_DATA / "dataset.json").read_text(encoding="utf-8"))
+    inputs = {kind: sum(1 for s in dataset["plan"] if s["split"] == "train" and s["input"] == kind)
+              for kind in ("spin-echo", "random", "real")}
+    return {
+        "data": ("MNI ICBM152 2009a T1 and its GM/WM probability maps (1 mm; PyPI nilearn==0.14.1, BSD-3, template "
+                 "under MNI's permissive notice) for the brain; SPM's TPM tissue maps (PyPI "
+                 "spm-runtime-R2025b==25.1.2.post4, GPL-2) for CSF outside the brain, bone, scalp and air; "
+                 "prepared by Training/data/prepare_native_data.py. No real T2 of any subject was used."),
+        "simulation": (f"{dataset['subjects']} training subjects, each a random 3D deformation (rotations up to "
+                       "12 deg, scale 10 %, shear, smooth nonlinear displacement) of that sharp 1 mm head; T1 inputs "
+                       f"randomised: {inputs['spin-echo']} spin-echo T1 (BrainWeb relaxation times jittered 15 %, "
+                       f"TR 350-800 / TE 8-25 ms), {inputs['random']} random T1-like intensities per tissue, "
+                       f"{inputs['real']} the real 2009a T1 itself; skull-stripped (always for the real T1, else "
+                       "30 %), partial field of view (20 %), gamma, bias field, Rician noise up to 4 %, thick slices "
+                       "(50 %: 1.5-6 mm blur along a random axis). Targets sharp and noise-free from the same "
+                       "deformed maps: spin-echo T2 (TR 4000 / TE 100 ms) and PD (TR 3000 / TE 15 ms) with "
+                       "BrainWeb's tissue values (TPM-based)."),
+        "split": (f"training: {dataset['subjects']} subjects (the last two by name validate and choose the "
+                  f"checkpoint); held out: {dataset['test']} subjects drawn with seeds never trained on"
+                  + selection_note(training)),
+        "rebuild": "Training/build_shipped_models.py all",
+    }
+
+
 def training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, Any]:
+    if model.data == NATIVE_DATA:
+        return native_training_notes(training)
     dataset = json.loads((DATA / "dataset.json").read_text(encoding="utf-8"))
     hardware = training.get("hardware", "")
     kinds = {"real": 0, "sim": 0, "sharp": 0}
@@ -267,17 +313,30 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
                 for g in GROUPS if any(group_of(c["case"]) == g for c in per_case)}
     failures = beats_baselines(mean)
     units = "HU" if loaded.card.target_modality == "CT" else "each image scaled by its own 0.5/99.5 percentiles to 0/1"
+    native = model.data == NATIVE_DATA
     metrics = {
-        "held_out": "axial slab z = 38..52 of held-out subjects (never in training), head mask of the reference"
+        "held_out": ("whole heads of held-out 1 mm subjects (seeds never trained on), head mask of the reference"
+                     if native else
+                     "axial slab z = 38..52 of held-out subjects (never in training), head mask of the reference")
                     + ("; plus the whole Colin27 head" if model.extra_tests else ""),
         "units": units,
         "cases": len(per_case),
         "model": mean["model"],
-        "baseline_identity": mean["identity"],
-        "baseline_histogram_matching": mean["histogram_matching"],
+        **{f"baseline_{name}": scores for name, scores in mean.items() if name != "model"},
         "by_group": by_group,
         "beats_baselines": not failures,
     }
+    if native and mr_contrast(loaded.card):
+        real = real_scan_checks(loaded, RESULTS / f"{model.id}-real-scans.png")
+        metrics["real_scans"] = {"checks": ("reference-free, in CSF/GM/WM masks from a k-means of the input "
+                                            "15 mm inside its head: tissue order CSF > GM > WM of the output, "
+                                            "sharpness and stripes (through-plane consistency) against the input; "
+                                            "Training/evaluate_real_scans.py"),
+                                 "scans": {scan: {"model": checks["model"],
+                                                  **{f"baseline_{k}": v for k, v in checks.items() if k != "model"}}
+                                           for scan, checks in real.items()}}
+        failures += real_scan_failures(real)
+        metrics["beats_baselines"] = not failures
     grid_png(rows, loaded.card, RESULTS / f"{model.id}.png")
     result = {"id": model.id, "card": loaded.card.to_dict(), "metrics": metrics, "per_case": per_case,
               "failures": failures}
@@ -291,10 +350,21 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
     return result
 
 
+def real_scan_summary(metrics: Dict[str, Any]) -> str:
+    """One table cell: on how many real scans the tissue order was right, and the worst stripes."""
+    scans = metrics.get("real_scans", {}).get("scans")
+    if not scans:
+        return "—"
+    right = sum(checks["model"]["order"] for checks in scans.values())
+    worst = max(checks["model"]["stripes"] for checks in scans.values())
+    return f"tissue order {right}/{len(scans)}, stripes ≤ {worst:.2f}"
+
+
 def readme_table(results: List[Dict[str, Any]]) -> str:
     lines = ["| model | task | method | held-out cases | units | MAE model / identity / hist. | "
-             "PSNR dB model / identity / hist. | SSIM model / identity / hist. | shipped |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "PSNR dB model / identity / hist. | SSIM model / identity / hist. | SSIM other baselines | "
+             "real scans | shipped |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in results:
         card, m = result["card"], result["metrics"]
         cells = []
@@ -302,12 +372,18 @@ def readme_table(results: List[Dict[str, Any]]) -> str:
             values = [m[k][metric] for k in ("model", "baseline_identity", "baseline_histogram_matching")]
             cells.append(" / ".join(f"{v:.{digits}f}" for v in values))
         units = "HU" if m["units"] == "HU" else "0-1"
+        others = ", ".join(f"{key[len('baseline_'):].replace('_', ' ')} {m[key]['ssim']:.3f}" for key in m
+                           if key.startswith("baseline_") and key not in ("baseline_identity",
+                                                                          "baseline_histogram_matching")) or "—"
         lines.append(f"| `{card['id']}` | {card['source_modality']} → {card['target_modality']} ({card['task']}) | "
-                     f"{card['training']['method']} | {m['cases']} | {units} | {' | '.join(cells)} | "
+                     f"{card['training']['method']} | {m['cases']} | {units} | {' | '.join(cells)} | {others} | "
+                     f"{real_scan_summary(m)} | "
                      f"{'yes' if not result['failures'] else 'no: ' + ', '.join(result['failures'])} |")
     lines.append("")
     for result in results:
         lines.append(f"![{result['id']}](results/shipped/{result['id']}.png)")
+        if result["metrics"].get("real_scans"):
+            lines.append(f"![{result['id']} on real scans](results/shipped/{result['id']}-real-scans.png)")
     return "\n".join(lines)
 
 
@@ -317,8 +393,13 @@ def write_readme_table(table: str) -> None:
     README.write_text(text[:start] + "\n" + table + "\n" + text[end:], encoding="utf-8")
 
 
-def evaluate_all() -> int:
-    results = [evaluate_model(model) for model in SHIPPED if (MODELS / model.id).is_dir()]
+def evaluate_all(only: Optional[List[str]] = None) -> int:
+    """Evaluate every bundled catalogue model, or those in `only` (the others keep their recorded results)."""
+    recorded = {}
+    if only and (RESULTS / "metrics.json").is_file():
+        recorded = {r["id"]: r for r in json.loads((RESULTS / "metrics.json").read_text(encoding="utf-8"))}
+    results = [evaluate_model(model) if not only or model.id in only else recorded[model.id]
+               for model in SHIPPED if (MODELS / model.id).is_dir()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     write_readme_table(readme_table(results))
@@ -326,4 +407,4 @@ def evaluate_all() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(evaluate_all())
+    sys.exit(evaluate_all(sys.argv[1:]))

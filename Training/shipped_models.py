@@ -1,6 +1,7 @@
 """The catalogue of shipped models: which config trains each, how it is exported, what it is tested on.
 
-Volume kinds name the folders of Training/data/prepare_shipped_data.py (OUT/{train,test}/<kind>/).
+Volume kinds name the folders of the model's data preparation (OUT/{train,test}/<kind>/): the 2 mm set of
+Training/data/prepare_shipped_data.py (DATA), or the 1 mm set of Training/data/prepare_native_data.py (NATIVE_DATA).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Tuple
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "Training" / "configs" / "shipped"
 DATA = REPO / "Training" / "data" / "shipped"
+NATIVE_DATA = REPO / "Training" / "data" / "native"
 RUNS = REPO / "runs" / "shipped"
 MODELS = REPO / "MedTranslateLib" / "models"
 RESULTS = REPO / "Training" / "results" / "shipped"
@@ -27,6 +29,7 @@ class ShippedModel:
     reverse: bool = False                 # CycleGAN: export the inverse generator
     extra_tests: Tuple[str, ...] = ()     # further test folders (OUT/<name>/<source|target>/)
     caveat: str = ""                      # a known weakness seen in its held-out grid: a warning on its card
+    data: Path = DATA                     # the prepared data it trains and is tested on (DATA or NATIVE_DATA)
 
     @property
     def config(self) -> Path:
@@ -45,7 +48,7 @@ MOTION_CAVEAT = ("Removes part of the ghosting of simulated rigid motion; severe
 SHIPPED: Tuple[ShippedModel, ...] = (
     ShippedModel("mr-t1-to-t2-cyclegan", "mr-t1-t2-cyclegan", "t1", "t2", caveat=CYCLEGAN_CAVEAT),
     ShippedModel("mr-t2-to-t1-cyclegan", "mr-t1-t2-cyclegan", "t2", "t1", reverse=True, caveat=CYCLEGAN_CAVEAT),
-    ShippedModel("mr-t1-to-t2-pix2pix", "mr-t1-to-t2-pix2pix", "t1_in", "t2"),
+    ShippedModel("mr-t1-to-t2-pix2pix", "mr-t1-to-t2-pix2pix", "t1", "t2", data=NATIVE_DATA),
     ShippedModel("mr-t1-to-pd-pix2pix", "mr-t1-to-pd-pix2pix", "t1_in", "pd"),
     ShippedModel("ct-to-mr-t1-unet-l2", "ct-to-mr-t1-unet-l2", "ct_in", "t1"),
     ShippedModel("mr-t1-to-ct-pix2pix", "mr-t1-to-ct-pix2pix", "t1_in", "ct"),

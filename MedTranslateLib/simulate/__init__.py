@@ -4,6 +4,8 @@ tissues     literature properties per tissue class (MR relaxation, CT HU, FDG up
 contrast    tissue maps -> spin-echo MR, pseudo-CT (HU), PET uptake
 corruption  domain randomisation of inputs: bias field, noise, resolution loss, gamma
 warp        random in-plane affine + elastic warps shared by every volume of a simulated subject
+anatomy     a sharp 1 mm head: the MNI ICBM152 2009a brain (GM, WM, CSF) inside SPM's TPM head
+deform      random 3D affine + smooth nonlinear deformations of whole volumes (new head shapes and poses)
 motion      rigid head motion simulated in k-space (segments of phase-encoding lines from moved copies)
 counts      low-count PET by Poisson (binomial) thinning
 

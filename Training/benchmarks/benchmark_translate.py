@@ -73,18 +73,20 @@ def fetch_template() -> Path:
     return module.fetch(volumes=(TEMPLATE,))[0]
 
 
-def build_volume(template: Path, path: Path, slices: int) -> Dict[str, Any]:
-    """Resample the template linearly onto a GRID_SIZE grid (identity direction) centred on it; write .nii.gz."""
+def build_volume(template: Path, path: Path, slices: int,
+                 spacing: Tuple[float, float, float] = GRID_SPACING) -> Dict[str, Any]:
+    """Resample the template linearly onto a GRID_SIZE grid of `spacing` (identity direction) centred on it;
+    write .nii.gz."""
     import SimpleITK as sitk
 
     image = sitk.ReadImage(str(template), sitk.sitkFloat32)
     size = (GRID_SIZE[0], GRID_SIZE[1], slices)
     centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
-    origin = [c - (n - 1) / 2 * s for c, n, s in zip(centre, size, GRID_SPACING)]
-    volume = sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, origin, GRID_SPACING,
+    origin = [c - (n - 1) / 2 * s for c, n, s in zip(centre, size, spacing)]
+    volume = sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, origin, spacing,
                            (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), 0.0, sitk.sitkFloat32)
     sitk.WriteImage(volume, str(path), True)
-    return {"source": f"SPM {TEMPLATE} resampled (linear)", "size_ijk": list(size), "spacing_mm": list(GRID_SPACING),
+    return {"source": f"SPM {TEMPLATE} resampled (linear)", "size_ijk": list(size), "spacing_mm": list(spacing),
             "slices": slices, "slice_shape": [GRID_SIZE[1], GRID_SIZE[0]], "dtype": "float32",
             "file": path.name, "file_bytes": path.stat().st_size}
 

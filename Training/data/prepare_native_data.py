@@ -17,9 +17,10 @@ nominal BrainWeb tissues): spin-echo T2 (TR 4000 / TE 100 ms) and PD (TR 3000 / 
 cut like their input.
 
 Layout: OUT/{train,test}/{t1,t2,pd}/<subject>.nii.gz on 1 mm grids cropped to each head; OUT/dataset.json
-records every subject's draws. Test subjects use seeds disjoint from the training ones.
+records every subject's draws. Test subjects use seeds disjoint from the training ones. A subject whose volumes
+all exist is kept (its draws read back from dataset.json), so a larger --subjects or --test adds only the new ones.
 
-    python Training/data/prepare_native_data.py [--out Training/data/native] [--subjects 24] [--test 4]
+    python Training/data/prepare_native_data.py [--out Training/data/native] [--subjects 24] [--test 6]
 """
 from __future__ import annotations
 
@@ -157,18 +158,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--subjects", type=int, default=24, help="training subjects")
-    parser.add_argument("--test", type=int, default=4, help="held-out test subjects")
+    parser.add_argument("--test", type=int, default=6, help="held-out test subjects")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     jobs = [("train", f"subj{i:03d}", i) for i in range(args.subjects)]
     jobs += [("test", f"test{i:03d}", TEST_SEED_OFFSET + i) for i in range(args.test)]
+    listed = args.out / "dataset.json"
+    done = {entry["name"]: entry for entry in
+            (json.loads(listed.read_text(encoding="utf-8"))["plan"] if listed.is_file() else [])
+            if all((args.out / entry["split"] / key / f"{entry['name']}.nii.gz").is_file()
+                   for key in ("t1",) + TARGETS)}
+    todo = [job for job in jobs if job[1] not in done]
     start = time.time()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        plan = list(pool.map(write_subject, [args.out] * len(jobs), *zip(*jobs)))
+        made = {entry["name"]: entry for entry in pool.map(write_subject, [args.out] * len(todo), *zip(*todo))} \
+            if todo else {}
+    plan = [done.get(name) or made[name] for _, name, _ in jobs]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dataset.json").write_text(json.dumps({"subjects": args.subjects, "test": args.test, "plan": plan},
                                                       indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {len(plan)} subjects to {args.out} in {time.time() - start:.0f} s")
+    print(f"{len(todo)} new of {len(plan)} subjects in {args.out}, in {time.time() - start:.0f} s")
     return 0
 
 

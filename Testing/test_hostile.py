@@ -1,0 +1,196 @@
+"""Hostile input, class by class: things that are not files, voxel types and values a translation cannot use,
+non-finite numbers anywhere (cards, weights, network output), broken packages on the search path, ids that a
+folder could shadow, and the permissions of what export writes. Each test builds its own hostile cases."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from safetensors.torch import load_file, save_file
+
+from geometry_fixtures import oblique_volume
+from MedTranslateLib import TranslationError, load_model, translate_image
+from MedTranslateLib.card import CardError, ModelCard
+from MedTranslateLib.cli import main
+from MedTranslateLib.engine import EngineOptions, SliceEngine
+from MedTranslateLib.errors import InputError, ModelPackageError
+from MedTranslateLib.registry import discover, resolve
+from tiny_model import build_tiny_model, card_fields
+
+PREFIX = "medtranslate: error:"
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith(PREFIX)]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+# ----------------------------------------------------------------------------------- not regular files
+
+def test_a_fifo_is_refused_at_once_as_input_output_or_model(tmp_path, tiny_model, capsys):
+    fifo = tmp_path / "pipe.nii.gz"
+    os.mkfifo(fifo)
+    source = tmp_path / "in.nii.gz"
+    sitk.WriteImage(oblique_volume(), str(source))
+    command = [sys.executable, "-m", "MedTranslateLib.cli", "translate"]
+    for arguments in ([str(fifo), str(tmp_path / "out.nii.gz"), "--model", str(tiny_model)],
+                      [str(source), str(fifo), "--model", str(tiny_model)]):
+        done = subprocess.run(command + arguments, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "FIFO" in done.stderr and "Traceback" not in done.stderr
+    zipped = tmp_path / "model.zip"
+    os.mkfifo(zipped)
+    with pytest.raises(ModelPackageError, match="FIFO"):
+        load_model(zipped)
+
+
+# ----------------------------------------------------------------------------------- the library API
+
+def test_the_library_refuses_what_is_not_a_scalar_image(tiny_model):
+    model = load_model(tiny_model)
+    image = oblique_volume()
+    labels = sitk.Cast(sitk.Cast(image > 500, sitk.sitkUInt8), sitk.sitkLabelUInt8)
+    for bad, words in ((labels, "label map"), ("scan.nii.gz", "translate_file"),
+                       (sitk.GetArrayFromImage(image), "ndarray")):
+        with pytest.raises(InputError, match=words):
+            translate_image(bad, model, device="cpu")
+    for batch_size in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match="batch_size"):
+            translate_image(image, model, device="cpu", batch_size=batch_size)
+
+
+def test_values_beyond_float32_are_refused(tiny_model, tmp_path, capsys):
+    values = sitk.GetArrayFromImage(oblique_volume()).astype(np.float64) * 1e300
+    image = sitk.GetImageFromArray(values)
+    with pytest.raises(InputError, match="float32"):
+        translate_image(image, load_model(tiny_model), device="cpu")
+    path = tmp_path / "huge.nrrd"
+    sitk.WriteImage(image, str(path))
+    assert main(["translate", str(path), str(tmp_path / "out.nii.gz"), "--model", str(tiny_model)]) == 2
+    assert "float32" in one_error_line(capsys) and not (tmp_path / "out.nii.gz").exists()
+
+
+# ----------------------------------------------------------------------------------- non-finite numbers
+
+@pytest.mark.parametrize("change", [
+    {"intensity": {"source": {"kind": "ct", "window": [-1024, float("inf")]}, "target": {"kind": "percentile"}}},
+    {"spacing_mm": [float("nan"), 1.0]},
+    {"metrics": {"model": {"psnr": float("inf")}}},
+])
+def test_cards_with_non_finite_numbers_are_invalid(change):
+    with pytest.raises(CardError, match="finite"):
+        ModelCard.from_dict(dict(card_fields(**change), weights_sha256="0" * 64))
+
+
+def test_weights_holding_nan_are_refused_at_load(tmp_path):
+    package = build_tiny_model(tmp_path / "nan")
+    weights = load_file(package / "weights.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = weights[name].clone().fill_(float("nan"))
+    save_file(weights, package / "weights.safetensors")
+    card = json.loads((package / "model.json").read_text(encoding="utf-8"))
+    card["weights_sha256"] = __import__("hashlib").sha256((package / "weights.safetensors").read_bytes()).hexdigest()
+    (package / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(ModelPackageError, match="NaN or infinite"):
+        load_model(package)
+
+
+class Overflows(torch.nn.Module):
+    """A network whose output overflows to infinity."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] * 0 + torch.finfo(torch.float32).max * 4
+
+
+def test_a_non_finite_network_output_is_an_error_never_a_volume():
+    volume = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
+    output = np.zeros_like(volume)
+    with pytest.raises(TranslationError, match="NaN or infinite"):
+        SliceEngine(Overflows(), torch.device("cpu"), 0, EngineOptions(channels_last=False)).run(
+            volume, output, lambda a: a, lambda a: a)
+    assert not output.any()
+
+
+# ----------------------------------------------------------------------------------- the search path
+
+def broken_packages(folder: Path) -> dict:
+    """A folder of broken packages, one per way a card can be broken: name -> what the reason says."""
+    folder.mkdir()
+    cases = {}
+    deep = folder / "deep"
+    deep.mkdir()
+    (deep / "model.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    cases["deep"] = "nested too deeply"
+    latin = folder / "latin1"
+    latin.mkdir()
+    (latin / "model.json").write_bytes('{"id": "caf\xe9"}'.encode("latin-1"))
+    cases["latin1"] = "not UTF-8"
+    huge = folder / "huge.zip"
+    with zipfile.ZipFile(huge, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model.json", " " * (3 << 20))  # 3 MiB of spaces, a few kB on disk
+    cases["huge.zip"] = "more than a package may hold"
+    (folder / "corrupt.zip").write_bytes(b"PK\x03\x04" + os.urandom(200))
+    cases["corrupt.zip"] = "zip"
+    two = folder / "two-cards.zip"
+    with zipfile.ZipFile(two, "w") as archive:
+        archive.writestr("a/model.json", "{}")
+        archive.writestr("b/model.json", "{}")
+    cases["two-cards.zip"] = "2 files named model.json"
+    return cases
+
+
+def test_broken_packages_are_listed_with_their_reason_and_never_hide_the_others(tmp_path, tiny_model, monkeypatch,
+                                                                                 capsys):
+    cases = broken_packages(tmp_path / "broken")
+    shutil.copytree(tiny_model, tmp_path / "good" / "tiny")
+    monkeypatch.setenv("MEDTRANSLATE_MODEL_PATH", os.pathsep.join([str(tmp_path / "broken"), str(tmp_path / "good")]))
+    found, broken = discover()
+    reasons = {path.name: reason for path, reason in broken}
+    for name, words in cases.items():
+        assert words in reasons[name], (name, reasons.get(name))
+    assert "tiny-test-model" in found
+    assert main(["models", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "tiny-test-model" in [card["id"] for card in json.loads(captured.out)]
+    assert all(f"broken model package {tmp_path / 'broken' / name}" in captured.err for name in cases)
+    source = tmp_path / "in.nii.gz"
+    sitk.WriteImage(oblique_volume(), str(source))
+    assert main(["translate", str(source), str(tmp_path / "out.nii.gz"), "--model", "tiny-test-model"]) == 0
+
+
+def test_the_same_id_twice_warns_naming_both_and_a_folder_named_like_an_id_does_not_shadow_it(
+        tmp_path, tiny_model, monkeypatch):
+    first, second = tmp_path / "a" / "tiny", tmp_path / "b" / "tiny"
+    shutil.copytree(tiny_model, first)
+    shutil.copytree(tiny_model, second)
+    monkeypatch.setenv("MEDTRANSLATE_MODEL_PATH", os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")]))
+    with pytest.warns(UserWarning, match="tiny-test-model") as caught:
+        assert resolve("tiny-test-model") == first
+    assert str(first) in str(caught[0].message) and str(second) in str(caught[0].message)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-test-model").mkdir()  # an unrelated folder bearing the id
+    with pytest.warns(UserWarning):
+        assert resolve("tiny-test-model") == first
+        assert resolve("./a/tiny") == Path("./a/tiny")
+
+
+# ----------------------------------------------------------------------------------- what export writes
+
+def test_packages_get_the_users_usual_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        package = build_tiny_model(tmp_path / "shared")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(package.stat().st_mode) == 0o755

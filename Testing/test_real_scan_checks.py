@@ -1,0 +1,77 @@
+"""The reference-free checks of Training/evaluate_real_scans.py, on a layered head phantom whose tissues are known:
+tissue masks from a T1, the CSF > GM > WM order of a T2, sharpness and stripes, and the baselines."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training"))
+from evaluate_real_scans import (baselines, real_scan_failures, reference_based, reference_free,  # noqa: E402
+                                 tissue_masks)
+
+from MedTranslateLib.simulate import SEQUENCES, nominal_mr  # noqa: E402
+
+# tissue, its outer radius (mm), outside in; each rendered as spin-echo T1 and T2 with the literature values
+LAYERS = (("soft", 41), ("bone", 37), ("csf", 33), ("gm", 30), ("wm", 22))
+
+
+def signal(tissue: str, weighting: str) -> float:
+    properties = nominal_mr()[tissue]
+    tr, te = SEQUENCES[weighting]
+    return properties.pd * (1.0 - np.exp(-tr / properties.t1_ms)) * np.exp(-te / properties.t2_ms)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """(T1, T2, tissue labels) of a 96³ 1 mm layered head with central CSF ventricles, a little noise."""
+    grid = np.indices((96, 96, 96)).astype(np.float32) - 47.5
+    radius = np.sqrt((grid ** 2).sum(axis=0))
+    t1, t2 = np.zeros(radius.shape, np.float32), np.zeros(radius.shape, np.float32)
+    labels = np.full(radius.shape, "air", dtype=object)
+    for name, outer in LAYERS:
+        inside = radius < outer
+        t1[inside], t2[inside], labels[inside] = signal(name, "T1"), signal(name, "T2"), name
+    ventricle = radius < 6
+    t1[ventricle], t2[ventricle], labels[ventricle] = signal("csf", "T1"), signal("csf", "T2"), "csf"
+    rng = np.random.default_rng(0)
+    return (t1 + rng.normal(0, 0.01, t1.shape).astype(np.float32), t2, labels)
+
+
+def test_tissue_masks_find_csf_gm_wm_deep_in_the_head(phantom):
+    t1, _, labels = phantom
+    head, masks = tissue_masks(t1, (1.0, 1.0, 1.0))
+    assert head.sum() > 0.9 * (labels != "air").sum()
+    for name, mask in masks.items():
+        assert mask.sum() > 100 and (labels[mask] == name).mean() > 0.95, name
+    assert not (masks["csf"] & (labels == "bone")).any()  # the skull is too shallow to be mistaken for CSF
+
+
+def test_order_sharpness_and_stripes_tell_a_t2_from_its_failures(phantom):
+    t1, t2, _ = phantom
+    head, masks = tissue_masks(t1, (1.0, 1.0, 1.0))
+    right = reference_free(t2, t1, head, masks)
+    assert right["order"] and right["csf_minus_gm"] > 0.2 and right["gm_minus_wm"] > 0.05
+    assert not reference_free(t1, t1, head, masks)["order"]  # the T1 itself has the reverse order
+    assert reference_free(t1, t1, head, masks)["stripes"] == pytest.approx(1.0)
+    blurred = reference_free(ndimage.gaussian_filter(t2, 2.0), t1, head, masks)
+    assert blurred["sharpness"] < 0.8 * right["sharpness"]
+    striped = t2 * (1.0 + 0.3 * (np.arange(96) % 2))[:, None, None]  # every other axial slice brighter
+    assert reference_free(striped, t1, head, masks)["stripes"] > 1.5 * right["stripes"]
+    failures = real_scan_failures({"a": {"model": right}, "b": {"model": reference_free(t1, t1, head, masks)}})
+    assert failures == ["tissue order on b"]
+
+
+def test_baselines_and_reference_metrics(phantom):
+    t1, t2, _ = phantom
+    head, _ = tissue_masks(t1, (1.0, 1.0, 1.0))
+    made = baselines(t1, head, "T2")
+    assert set(made) == {"identity", "inversion", "kmeans_render"}
+    np.testing.assert_array_equal(made["identity"], t1)
+    assert (made["inversion"][~head] == 0).all()
+    perfect, identity = reference_based(t2, t2), reference_based(t1, t2)
+    assert perfect["ssim"] == pytest.approx(1.0) and perfect["mae"] == pytest.approx(0.0, abs=1e-9)
+    assert reference_based(made["kmeans_render"], t2)["ssim"] > identity["ssim"]
