@@ -49,9 +49,7 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
     if len(planes) == 1:
         output = _one_pass(volume, planes[0], card, engine, progress, cancel)
     else:
-        outputs = np.stack([_one_pass(volume, plane, card, engine, _plane_progress(progress, plane), cancel)
-                            for plane in planes])
-        output = outputs.mean(axis=0) if card.fusion == "mean" else np.median(outputs, axis=0)
+        output = _fused_passes(volume, planes, card, engine, progress, cancel)
     output = output.astype(np.float32, copy=False)
     if not np.isfinite(output).all():  # the mapping back to units overflowed float32
         raise TranslationError("the translation holds NaN or infinite values after mapping back to "
@@ -100,11 +98,26 @@ def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngi
     return sitk.GetArrayFromImage(resample_onto(on_work_grid, volume, background=target_range.low))
 
 
-def _plane_progress(progress: Optional[ProgressCallback], plane: str) -> Optional[ProgressCallback]:
-    """Reports of one plane's pass, their stage suffixed with the plane ("translating (coronal)")."""
-    if progress is None:
-        return None
-    return lambda update: progress(Progress(f"{update.stage} ({plane})", update.done, update.total))
+def _fused_passes(volume: sitk.Image, planes: List[str], card: ModelCard, engine: SliceEngine,
+                  progress: Optional[ProgressCallback], cancel: Any) -> np.ndarray:
+    """The passes along `planes` fused voxel by voxel (card.fusion): a running sum for the mean (one extra
+    volume in memory), all passes for the median. Progress counts the slices of every pass as one task."""
+    counts = [volume.GetSize()[2 - reorientation(volume.GetDirection(), plane).axes[0]] for plane in planes]
+    total, before = sum(counts), 0
+    passes, running = [], None
+    for plane, count in zip(planes, counts):
+        def report_pass(update: Progress, offset: int = before) -> None:
+            if progress is not None:
+                translating = update.stage == "translating"
+                progress(Progress(update.stage, update.done + offset if translating else update.done,
+                                  total if translating else update.total))
+        output = _one_pass(volume, plane, card, engine, report_pass, cancel)
+        before += count
+        if card.fusion == "median":
+            passes.append(output)
+        else:
+            running = output if running is None else np.add(running, output, out=running)
+    return np.median(np.stack(passes), axis=0) if passes else running / len(planes)
 
 
 def translate_file(input_path: PathLike, output_path: PathLike, model: ModelLike, **options: Any) -> sitk.Image:

@@ -61,8 +61,13 @@ def test_order_sharpness_and_stripes_tell_a_t2_from_its_failures(phantom):
     assert blurred["sharpness"] < 0.8 * right["sharpness"]
     striped = t2 * (1.0 + 0.3 * (np.arange(96) % 2))[:, None, None]  # every other axial slice brighter
     assert reference_free(striped, t1, head, masks)["stripes"] > 1.5 * right["stripes"]
-    failures = real_scan_failures({"a": {"model": right}, "b": {"model": reference_free(t1, t1, head, masks)}})
-    assert failures == ["tissue order on b"]
+    striped_checks = reference_free(striped, t1, head, masks)
+    thin, thick = {"thick_slices": False}, {"thick_slices": True}
+    failures = real_scan_failures({"a": {"scan": thin, "model": right},
+                                   "b": {"scan": thin, "model": reference_free(t1, t1, head, masks)},
+                                   "c": {"scan": thin, "model": striped_checks},
+                                   "d": {"scan": thick, "model": striped_checks}})
+    assert failures == ["tissue order on b", "stripes on c"]
 
 
 def test_baselines_and_reference_metrics(phantom):

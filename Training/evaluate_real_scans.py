@@ -3,6 +3,8 @@
 Real scans (no reference of the target contrast exists for them: no real multi-contrast single-subject MR can be
 installed here):
 - `colin27`: SPM's single-subject T1 (Colin27, 2 mm, whole head; PyPI spm-runtime-R2025b, GPL-2);
+- `colin27_stripped`: the same without skull and scalp (SPM's intracranial mask, tpm/mask_ICV.nii: Colin27 lies
+  in MNI space);
 - `brain1`, `brain2`: real post-contrast T1-weighted brain MR with a tumour, 0.78 x 0.78 x 6.5 mm (PyPI
   pyradiomics 3.0.1 source distribution, BSD-3; Training/data/fetch_real_scans.py);
 - `avg152`: SPM's avg152T1, the ICBM152 average of real scans (2 mm).
@@ -61,11 +63,16 @@ RENDER_TISSUES = ("csf", "gm", "wm", "soft")  # the k-means classes, dark to bri
 STRIPES_LIMIT = 1.3  # a model ships only when its output is at most this much stripier than its input
 
 
-def real_scans() -> Dict[str, Path]:
-    spm = dict(zip(("colin27", "avg152"), fetch_spm(volumes=["canonical/single_subj_T1.nii",
-                                                              "canonical/avg152T1.nii"])))
-    return {"colin27": spm["colin27"], "brain1": fetch_real("brain1"), "brain2": fetch_real("brain2"),
-            "avg152": spm["avg152"]}
+def real_scans() -> Dict[str, sitk.Image]:
+    """The real scans by name, read (see the module docstring)."""
+    colin, avg152, icv = fetch_spm(volumes=["canonical/single_subj_T1.nii", "canonical/avg152T1.nii",
+                                            "tpm/mask_ICV.nii"])
+    colin27 = read_volume(colin)
+    inside = sitk.Resample(sitk.ReadImage(str(icv), sitk.sitkFloat32), colin27, sitk.Transform(), sitk.sitkLinear,
+                           0.0, sitk.sitkFloat32) > 0.5
+    stripped = sitk.Cast(colin27, sitk.sitkFloat32) * sitk.Cast(inside, sitk.sitkFloat32)
+    return {"colin27": colin27, "colin27_stripped": stripped, "brain1": read_volume(fetch_real("brain1")),
+            "brain2": read_volume(fetch_real("brain2")), "avg152": read_volume(avg152)}
 
 
 # ------------------------------------------------------------------------------------------------ masks
@@ -194,29 +201,31 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
     card = model.card
     target = target_contrast(card)
     results, pictures = {}, []
-    for name, path in real_scans().items():
-        image = read_volume(path)
+    for name, image in real_scans().items():
         t1 = sitk.GetArrayFromImage(image).astype(np.float64)
         output = sitk.GetArrayFromImage(translate_image(image, model, device="cpu")).astype(np.float64)
         head, masks = tissue_masks(t1, tuple(image.GetSpacing())[::-1])
         candidates = {"model": output, **baselines(t1, head, target)}
-        results[name] = {key: reference_free(volume, t1, head, masks) for key, volume in candidates.items()}
+        spacing = [round(float(v), 3) for v in image.GetSpacing()]
+        results[name] = {"scan": {"spacing_mm": spacing, "thick_slices": max(spacing) > 2 * min(spacing)},
+                         **{key: reference_free(volume, t1, head, masks) for key, volume in candidates.items()}}
         pictures.append((name, image.GetSpacing(), {"input": t1, **candidates}))
         print(f"{card.id} {name}: " + ", ".join(f"{k} order {v['order']} ({v['csf_minus_gm']:+.2f}/"
                                                  f"{v['gm_minus_wm']:+.2f}) stripes {v['stripes']:.2f}"
-                                                 for k, v in results[name].items()), flush=True)
+                                                 for k, v in results[name].items() if k != "scan"), flush=True)
     grid(pictures, f"{card.id} {card.version}", picture)
     return results
 
 
 def real_scan_failures(results: Dict[str, Dict[str, Any]]) -> List[str]:
-    """What keeps a model from shipping on the real scans: a wrong tissue order, or stripes (slice-to-slice
-    inconsistency) above STRIPES_LIMIT, on any of them."""
+    """What keeps a model from shipping on the real scans: a wrong tissue order on any of them, or stripes
+    (slice-to-slice inconsistency) above STRIPES_LIMIT on one whose slices are not thick (on a scan of 6.5 mm
+    slices the index mostly measures in-plane smoothing: there it is reported, not a gate)."""
     failures = []
     for scan, checks in results.items():
         if not checks["model"]["order"]:
             failures.append(f"tissue order on {scan}")
-        if checks["model"]["stripes"] > STRIPES_LIMIT:
+        if checks["model"]["stripes"] > STRIPES_LIMIT and not checks["scan"]["thick_slices"]:
             failures.append(f"stripes on {scan}")
     return failures
 
