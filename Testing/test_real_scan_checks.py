@@ -70,6 +70,13 @@ def test_order_sharpness_and_stripes_tell_a_t2_from_its_failures(phantom):
     assert failures == ["tissue order on b", "stripes on c"]
 
 
+def test_the_expected_order_follows_the_target_sequence():
+    from evaluate_real_scans import expected_order
+
+    assert expected_order("T2") == ("csf", "gm", "wm")
+    assert expected_order("PD") == ("gm", "csf", "wm")  # TR 3000 ms leaves CSF (T1 2.6 s) short of full signal
+
+
 def test_baselines_and_reference_metrics(phantom):
     t1, t2, _ = phantom
     head, _ = tissue_masks(t1, (1.0, 1.0, 1.0))
