@@ -138,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from .metrics import compare
-    from .volume import describe_grid, read_volume, same_grid
+    from .volume import describe_grid, read_mask, read_volume, same_grid
 
     prediction, reference = read_volume(args.prediction), read_volume(args.reference)
     if not same_grid(prediction, reference, tolerance=1e-3):
@@ -146,9 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          f"({describe_grid(reference)}) are not on the same grid")
     mask = None
     if args.mask:
-        mask_image = sitk.ReadImage(args.mask) if Path(args.mask).is_file() else None
-        if mask_image is None:
-            raise InputError(f"{args.mask}: no such mask file")
+        mask_image = read_mask(args.mask)
         if not same_grid(mask_image, reference, tolerance=1e-3):
             raise InputError(f"{args.mask}: mask is not on the reference's grid ({describe_grid(reference)})")
         mask = sitk.GetArrayViewFromImage(mask_image) != 0

@@ -165,7 +165,7 @@ def save_package(card_fields: Dict[str, Any], network: torch.nn.Module, out_dir:
     except CardError as error:
         raise ModelPackageError(f"card for {out_dir}: {error}") from None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name[:64]}.", dir=out_dir.parent))
     staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private (0700); a package gets the user's usual mode
     try:
         for name, blob in blobs.items():

@@ -48,6 +48,27 @@ def read_volume(path: PathLike) -> sitk.Image:
     return as_volume(image, str(path))
 
 
+def read_mask(path: PathLike) -> sitk.Image:
+    """Read a mask volume (nonzero = inside) validated like an input, except that a constant mask is allowed
+    as long as it selects something."""
+    path = Path(path)
+    check_regular(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; a mask is one image file")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InputError(f"{path}: cannot be read as a mask ({_first_line(error)})") from None
+    check_nifti_data(path)
+    values = sitk.GetArrayViewFromImage(image) if image.GetPixelID() in SCALAR_TYPES else None
+    if values is None or image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() not in (2, 3):
+        raise InputError(f"{path}: a mask must be a 2D or 3D scalar image, not {image.GetDimension()}D "
+                         f"'{image.GetPixelIDTypeAsString()}'")
+    if not np.any(values != 0):
+        raise InputError(f"{path}: the mask is empty (every voxel is 0)")
+    return _one_slice_volume(image) if image.GetDimension() == 2 else image
+
+
 def _read_dicom_folder(folder: Path) -> sitk.Image:
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series:
@@ -126,7 +147,8 @@ def write_volume(image: sitk.Image, path: PathLike, compress: bool = True) -> No
     path = Path(path)
     folder = check_writable(path)
     extension = volume_extension(path)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=folder))  # a long name
+    # must not push the staging folder's name past the file-name limit
     try:
         sitk.WriteImage(image, str(staging / path.name), compress and extension != ".nii")
         written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)  # header (the named file) last
@@ -147,6 +169,9 @@ def check_writable(path: Path) -> Path:
     extension = volume_extension(path)
     if extension not in WRITE_EXTENSIONS:
         raise InputError(f"{path}: cannot write '{extension or path.name}' (use one of {', '.join(WRITE_EXTENSIONS)})")
+    written = path.name[len(path.name) - len(extension):]
+    if written != extension and (written != extension.upper() or extension.startswith(".nii")):
+        raise InputError(f"{path}: write the extension as '{extension}' (ITK cannot write '{written}')")
     folder = path.parent
     if not folder.is_dir():
         raise InputError(f"{path}: folder {folder} does not exist")

@@ -194,3 +194,57 @@ def test_packages_get_the_users_usual_permissions(tmp_path):
     finally:
         os.umask(previous)
     assert stat.S_IMODE(package.stat().st_mode) == 0o755
+
+
+# ----------------------------------------------------------------------------------- output names
+
+def test_output_extensions_itk_cannot_write_are_refused_before_the_work(tmp_path, tiny_model, capsys):
+    source = tmp_path / "in.nii.gz"
+    sitk.WriteImage(oblique_volume(), str(source))
+    for name in ("out.NII.GZ", "out.Nii", "out.nRRD"):
+        assert main(["translate", str(source), str(tmp_path / name), "--model", str(tiny_model)]) == 2
+        assert "extension" in one_error_line(capsys)
+    assert main(["translate", str(source), str(tmp_path / "out.NRRD"), "--model", str(tiny_model)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz", "out.NRRD"]
+
+
+def test_a_long_output_name_works(tmp_path, tiny_model):
+    long_name = "x" * (250 - len(".nii.gz")) + ".nii.gz"
+    source = tmp_path / "in.nii.gz"
+    sitk.WriteImage(oblique_volume(), str(source))
+    assert main(["translate", str(source), str(tmp_path / long_name), "--model", str(tiny_model)]) == 0
+    assert (tmp_path / long_name).is_file() and len(list(tmp_path.iterdir())) == 2
+
+
+# ----------------------------------------------------------------------------------- the other commands
+
+def test_evaluate_mask_is_validated_like_an_input(tmp_path, capsys):
+    image = oblique_volume()
+    prediction, reference = tmp_path / "p.nii.gz", tmp_path / "r.nii.gz"
+    sitk.WriteImage(image, str(prediction))
+    sitk.WriteImage(image, str(reference))
+    empty, garbage, fifo = tmp_path / "empty.nii.gz", tmp_path / "garbage.nii.gz", tmp_path / "fifo.nii.gz"
+    sitk.WriteImage(image * 0, str(empty))
+    garbage.write_bytes(b"not an image at all")
+    os.mkfifo(fifo)
+    for mask, words in ((empty, "empty"), (garbage, "cannot be read"), (fifo, "FIFO"),
+                        (tmp_path / "none.nii.gz", "no such")):
+        assert main(["evaluate", str(prediction), str(reference), "--mask", str(mask)]) == 2
+        assert words in one_error_line(capsys)
+    ones = tmp_path / "ones.nii.gz"
+    sitk.WriteImage(image * 0 + 1, str(ones))  # a constant mask that selects everything is a mask
+    assert main(["evaluate", str(prediction), str(reference), "--mask", str(ones), "--json"]) == 0
+
+
+def test_configs_that_are_not_utf8_and_checkpoints_without_a_config_are_one_line_errors(tmp_path, capsys):
+    config = tmp_path / "config.toml"
+    config.write_bytes('[model]\nid = "caf\xe9"\n'.encode("latin-1"))
+    assert main(["train", str(config)]) == 2
+    assert "UTF-8" in one_error_line(capsys)
+    from MedTranslateLib.training.checkpoint import FORMAT, FORMAT_VERSION
+
+    checkpoint = tmp_path / "no_config.pt"
+    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "step": 1}, checkpoint)
+    assert main(["export", str(checkpoint), str(tmp_path / "package")]) == 2
+    assert "no training config" in one_error_line(capsys)
+    assert not (tmp_path / "package").exists()

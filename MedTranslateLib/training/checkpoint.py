@@ -86,6 +86,8 @@ def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
         raise InputError(f"{path}: not a readable MedTranslate checkpoint ({first})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(f"{path}: not a MedTranslate training checkpoint")
+    if not isinstance(state.get("config"), dict):
+        raise InputError(f"{path}: the checkpoint holds no training config; it cannot be exported or resumed")
     if state.get("version") != FORMAT_VERSION:
         raise InputError(f"{path}: checkpoint version {state.get('version')} is not supported "
                          f"(this library reads {FORMAT_VERSION})")

@@ -188,7 +188,10 @@ def read_config_file(path: Path) -> Dict[str, Any]:
     suffix = path.suffix.lower()
     if suffix not in CONFIG_SUFFIXES:
         raise ConfigError(f"{path}: config must be {', '.join(CONFIG_SUFFIXES)}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save the config as UTF-8") from None
     try:
         if suffix == ".toml":
             raw = tomllib.loads(text)
