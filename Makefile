@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $(STAMP)
 
-# Real MRI templates from PyPI (spm-runtime wheel, GPL-2; nilearn's MNI 2009a T1, BSD-3) into .cache/data,
+# Real MRI templates from PyPI (spm-runtime wheel, GPL-2; nilearn's MNI 2009a T1 and GM/WM maps, BSD-3) into .cache/data,
 # for tests and training.
 data: setup
 	$(PY) Training/data/fetch_spm_templates.py > /dev/null
