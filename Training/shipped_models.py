@@ -49,7 +49,7 @@ SHIPPED: Tuple[ShippedModel, ...] = (
     ShippedModel("mr-t1-to-t2-cyclegan", "mr-t1-t2-cyclegan", "t1", "t2", caveat=CYCLEGAN_CAVEAT),
     ShippedModel("mr-t2-to-t1-cyclegan", "mr-t1-t2-cyclegan", "t2", "t1", reverse=True, caveat=CYCLEGAN_CAVEAT),
     ShippedModel("mr-t1-to-t2-pix2pix", "mr-t1-to-t2-pix2pix", "t1", "t2", data=NATIVE_DATA),
-    ShippedModel("mr-t1-to-pd-pix2pix", "mr-t1-to-pd-pix2pix", "t1_in", "pd"),
+    ShippedModel("mr-t1-to-pd-pix2pix", "mr-t1-to-pd-pix2pix", "t1", "pd", data=NATIVE_DATA),
     ShippedModel("ct-to-mr-t1-unet-l2", "ct-to-mr-t1-unet-l2", "ct_in", "t1"),
     ShippedModel("mr-t1-to-ct-pix2pix", "mr-t1-to-ct-pix2pix", "t1_in", "ct"),
     ShippedModel("pet-to-ct-medgan", "pet-to-ct-medgan", "pet_in", "ct"),
