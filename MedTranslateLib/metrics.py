@@ -9,14 +9,19 @@ from skimage.filters import threshold_otsu
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of a boolean mask (the mask itself when it has one or none)."""
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    return labels == (int(np.argmax(sizes)) + 1)
+
+
 def head_mask(reference: np.ndarray) -> np.ndarray:
     """Foreground of a (Z, Y, X) reference: above Otsu's threshold, largest component, holes filled."""
     values = reference.astype(np.float32, copy=False)
-    mask = values > threshold_otsu(values)
-    labels, count = ndimage.label(mask)
-    if count > 1:
-        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-        mask = labels == (int(np.argmax(sizes)) + 1)
+    mask = largest_component(values > threshold_otsu(values))
     for index in range(mask.shape[0]):  # fill holes slice by slice (cavities open in 3D, closed in-plane)
         mask[index] = ndimage.binary_fill_holes(mask[index])
     return mask

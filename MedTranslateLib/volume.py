@@ -37,14 +37,7 @@ def read_volume(path: PathLike) -> sitk.Image:
     """Read a NIfTI/NRRD/MHA/... file or a folder holding one DICOM series as a validated 3D scalar image."""
     path = Path(path)
     check_regular(path)
-    if path.is_dir():
-        image = _read_dicom_folder(path)
-    else:
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError as error:
-            raise InputError(f"{path}: cannot be read as an image ({_first_line(error)})") from None
-        check_nifti_data(path)
+    image = _read_dicom_folder(path) if path.is_dir() else _read_file(path, "an image")
     return as_volume(image, str(path))
 
 
@@ -55,11 +48,7 @@ def read_mask(path: PathLike) -> sitk.Image:
     check_regular(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; a mask is one image file")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise InputError(f"{path}: cannot be read as a mask ({_first_line(error)})") from None
-    check_nifti_data(path)
+    image = _read_file(path, "a mask")
     values = sitk.GetArrayViewFromImage(image) if image.GetPixelID() in SCALAR_TYPES else None
     if values is None or image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() not in (2, 3):
         raise InputError(f"{path}: a mask must be a 2D or 3D scalar image, not {image.GetDimension()}D "
@@ -67,6 +56,17 @@ def read_mask(path: PathLike) -> sitk.Image:
     if not np.any(values != 0):
         raise InputError(f"{path}: the mask is empty (every voxel is 0)")
     return _one_slice_volume(image) if image.GetDimension() == 2 else image
+
+
+def _read_file(path: Path, what: str) -> sitk.Image:
+    """One image file through SimpleITK, its failure one line naming `what` it was read as; NIfTI data
+    checked for truncation."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InputError(f"{path}: cannot be read as {what} ({_first_line(error)})") from None
+    check_nifti_data(path)
+    return image
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:

@@ -52,7 +52,7 @@ from fetch_real_scans import fetch as fetch_real  # noqa: E402
 from fetch_spm_templates import fetch as fetch_spm  # noqa: E402
 
 from MedTranslateLib import load_model, translate_image  # noqa: E402
-from MedTranslateLib.metrics import head_mask  # noqa: E402
+from MedTranslateLib.metrics import head_mask, largest_component  # noqa: E402
 from MedTranslateLib.simulate import SEQUENCES, mr_spin_echo, nominal_mr  # noqa: E402
 from MedTranslateLib.simulate.tissues import TISSUES  # noqa: E402
 from MedTranslateLib.volume import read_volume  # noqa: E402
@@ -103,11 +103,7 @@ def head_outline(volume: np.ndarray) -> np.ndarray:
     mask = volume > 0.1 * np.percentile(volume, 99)
     for index in range(mask.shape[0]):
         mask[index] = ndimage.binary_fill_holes(mask[index])
-    labels, count = ndimage.label(mask)
-    if count > 1:
-        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-        mask = labels == (int(np.argmax(sizes)) + 1)
-    return mask
+    return largest_component(mask)
 
 
 def tissue_masks(t1: np.ndarray, spacing_zyx: Tuple[float, ...]) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
