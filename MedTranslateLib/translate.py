@@ -18,7 +18,7 @@ from .package import TranslationModel
 from .progress import Progress, ProgressCallback, report
 from .registry import load_model
 from .resample import in_plane_spacing_target, resample_onto, resample_to_spacing
-from .volume import PathLike, as_volume, check_writable, read_volume, write_volume
+from .volume import PathLike, as_volume, check_writable, input_files, read_volume, volume_extension, write_volume
 
 ModelLike = Union[str, Path, TranslationModel]
 PLANE_SPACING_LIMIT = 2.0  # a plane runs when its pixels are at most this many times the model's spacing
@@ -130,12 +130,25 @@ def translate_file(input_path: PathLike, output_path: PathLike, model: ModelLike
     image = read_volume(input_path)
     result = translate_image(image, model, **options)
     report(progress, "writing", 0, 1)
-    write_volume(result, output_path)
+    write_volume(result, output_path, protected=input_files(input_path))
     return result
 
 
 def check_output_path(input_path: Path, output_path: Path) -> None:
-    """Refuse, before any work, an output that would overwrite the input or cannot be written."""
-    if output_path.exists() and input_path.exists() and output_path.resolve() == input_path.resolve():
-        raise InputError(f"{output_path}: output would overwrite the input; choose another file")
+    """Refuse, before any work, an output that would overwrite the input or one of its files (a header format's
+    data file included), or cannot be written."""
     check_writable(output_path)
+    inputs = [file.resolve() for file in input_files(input_path)] if input_path.exists() else []
+    for written in output_files(output_path):
+        if written.exists() and written.resolve() in inputs:
+            what = "the input" if written.resolve() == input_path.resolve() else f"{written.name}, a file of the input"
+            raise InputError(f"{output_path}: output would overwrite {what}; choose another file")
+
+
+def output_files(output_path: Path) -> List[Path]:
+    """The files writing `output_path` (compressed) makes: a header format adds its data file."""
+    data_file = {".mhd": ".zraw", ".nhdr": ".raw.gz"}.get(volume_extension(output_path))
+    if data_file is None:
+        return [output_path]
+    stem = output_path.name[:-len(volume_extension(output_path))]
+    return [output_path, output_path.with_name(stem + data_file)]

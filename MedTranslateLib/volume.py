@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Iterable, List, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -84,6 +84,33 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
         raise InputError(f"{folder}: DICOM series cannot be read ({_first_line(error)})") from None
 
 
+def input_files(path: PathLike) -> List[Path]:
+    """Every file an input is read from: the file, the data files its header names (.mhd, .nhdr), or the
+    files of a DICOM folder."""
+    path = Path(path)
+    if path.is_dir():
+        return [file for file in path.iterdir() if file.is_file()]
+    files = [path]
+    if volume_extension(path) in (".mhd", ".nhdr") and path.is_file():
+        files += [path.parent / name for name in _data_file_names(path)]
+    return files
+
+
+def _data_file_names(header: Path) -> List[str]:
+    """The data files a MetaImage (ElementDataFile) or detached NRRD (data file) header names; a LIST names
+    one per following line."""
+    with open(header, "rb") as stream:
+        lines = stream.read(1 << 16).decode("latin-1").splitlines()
+    for number, line in enumerate(lines):
+        key, separator, value = line.partition("=" if header.suffix.lower() == ".mhd" else ":")
+        if separator and key.strip().lower() in ("elementdatafile", "data file", "datafile"):
+            value = value.strip()
+            if value.split()[:1] == ["LIST"]:
+                return [name.strip() for name in lines[number + 1:] if name.strip()]
+            return [value.split()[0]] if value else []
+    return []
+
+
 def check_regular(path: Path) -> None:
     """Refuse at once a path that does not exist or is neither a regular file nor a folder (a FIFO would block
     the reader forever; a device or socket is no image)."""
@@ -139,25 +166,60 @@ def _one_slice_volume(image: sitk.Image) -> sitk.Image:
     return volume
 
 
-def write_volume(image: sitk.Image, path: PathLike, compress: bool = True) -> None:
-    """Write atomically: files go to a temporary folder beside the target, then are renamed into place.
+def write_volume(image: sitk.Image, path: PathLike, compress: bool = True,
+                 protected: Iterable[Path] = ()) -> None:
+    """Write atomically: files go to a temporary folder beside the target, are checked complete, then are
+    renamed into place; a failed or short write (disk full, quota, I/O error) leaves the old files as they were.
 
     Header+data formats (.mhd, .nhdr) keep their file names, so the header's data reference stays valid.
+    `protected` files (the input's) are never replaced: a data file that would land on one is refused.
     """
     path = Path(path)
     folder = check_writable(path)
     extension = volume_extension(path)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=folder))  # a long name
-    # must not push the staging folder's name past the file-name limit
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=folder))  # a long
+        # name must not push the staging folder's name past the file-name limit
+    except OSError as error:
+        raise InputError(f"{path}: cannot be written ({error.strerror or error})") from None
     try:
         sitk.WriteImage(image, str(staging / path.name), compress and extension != ".nii")
+        _check_written(image, staging / path.name, path)
         written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)  # header (the named file) last
+        _check_no_collision([folder / file.name for file in written], protected, path)
         for file in written:
             os.replace(file, folder / file.name)
     except RuntimeError as error:
         raise InputError(f"{path}: cannot be written ({_first_line(error)})") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be written ({error.strerror or error})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_written(image: sitk.Image, staged: Path, path: Path) -> None:
+    """Refuse a staged file that does not hold `image` completely: ITK's NIfTI writer only prints on a short
+    write, so the header is read back and a NIfTI file's voxel data is streamed to its end (constant memory)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(staged))
+    try:
+        reader.ReadImageInformation()
+        check_nifti_data(staged)
+    except (RuntimeError, InputError):
+        raise InputError(f"{path}: the write failed part-way (disk full, quota or I/O error?); "
+                         "the previous file, if any, is unchanged") from None
+    if reader.GetSize() != image.GetSize() or reader.GetPixelID() != image.GetPixelID():
+        raise InputError(f"{path}: the file written does not hold the image (size {reader.GetSize()}); "
+                         "the previous file, if any, is unchanged")
+
+
+def _check_no_collision(targets: Sequence[Path], protected: Iterable[Path], path: Path) -> None:
+    """Refuse when a file about to be written (a header or its data file) is one of the `protected` files."""
+    protected = [p for p in protected if p.exists()]
+    for target in targets:
+        if target.exists() and any(os.path.samefile(target, p) for p in protected):
+            raise InputError(f"{path}: writing it would replace {target.name}, a file of the input; "
+                             "choose another output name")
 
 
 def check_writable(path: Path) -> Path:
@@ -170,7 +232,8 @@ def check_writable(path: Path) -> Path:
     if extension not in WRITE_EXTENSIONS:
         raise InputError(f"{path}: cannot write '{extension or path.name}' (use one of {', '.join(WRITE_EXTENSIONS)})")
     written = path.name[len(path.name) - len(extension):]
-    if written != extension and (written != extension.upper() or extension.startswith(".nii")):
+    if written != extension and (written != extension.upper() or extension not in (".nrrd", ".nhdr")):
+        # ITK matches NIfTI and MetaImage extensions in lower case only (it writes 'X.MHA' as X.mhd + X.zraw)
         raise InputError(f"{path}: write the extension as '{extension}' (ITK cannot write '{written}')")
     folder = path.parent
     if not folder.is_dir():

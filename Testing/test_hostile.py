@@ -216,6 +216,79 @@ def test_a_long_output_name_works(tmp_path, tiny_model):
     assert (tmp_path / long_name).is_file() and len(list(tmp_path.iterdir())) == 2
 
 
+# ----------------------------------------------------------------------------------- writes that fail
+
+FULL_DISK = """
+import resource, sys
+from MedTranslateLib.cli import main
+resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))  # files stop at 4 kB: a short write, as on a full disk
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("extension", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr"])
+def test_a_write_that_fails_part_way_fails_and_keeps_the_previous_output(tmp_path, tiny_model, extension):
+    """RLIMIT_FSIZE makes every write past 4 kB short (Python ignores SIGXFSZ), as a full disk does: ITK's
+    NIfTI writer only prints then, so the file is checked before it replaces the previous output."""
+    source, output = tmp_path / "in.nii.gz", tmp_path / f"out{extension}"
+    sitk.WriteImage(oblique_volume(), str(source))
+    assert main(["translate", str(source), str(output), "--model", str(tiny_model)]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, "translate", str(source), str(output), "--model",
+                             str(tiny_model)], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("medtranslate:")]
+    assert len(lines) == 1 and ("cannot be written" in lines[0] or "failed part-way" in lines[0]), result.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing replaced, no staging left
+
+
+def header_and_data(folder: Path, header: str, data: str) -> Path:
+    """A MetaImage or detached NRRD input whose header names `data` as its data file (written by ITK, renamed)."""
+    image = oblique_volume()
+    extension = Path(header).suffix
+    sitk.WriteImage(image, str(folder / f"written{extension}"), True)
+    written_data = next(p for p in folder.iterdir() if p.name.startswith("written") and p.suffix != extension)
+    written_data.rename(folder / data)
+    text = (folder / f"written{extension}").read_text(encoding="latin-1").replace(written_data.name, data)
+    (folder / f"written{extension}").unlink()
+    (folder / header).write_text(text, encoding="latin-1")
+    return folder / header
+
+
+@pytest.mark.parametrize("header, data, output", [
+    ("in.mhd", "out.zraw", "out.mhd"),          # MetaImage data file named like the output's
+    ("in.nhdr", "out.raw.gz", "out.nhdr"),      # detached NRRD, the same
+    ("in.mhd", "out.raw.gz", "out.nhdr"),       # across formats
+    ("in.nhdr", "shared.zraw", "shared.mhd"),
+])
+def test_an_output_never_lands_on_one_of_the_inputs_files(tmp_path, tiny_model, capsys, header, data, output):
+    source = header_and_data(tmp_path, header, data)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert main(["translate", str(source), str(tmp_path / output), "--model", str(tiny_model)]) == 2
+    assert "a file of the input" in one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_the_last_check_before_renaming_protects_the_inputs_files(tmp_path):
+    """Even past translate_file's early check, write_volume never renames over a protected file."""
+    from MedTranslateLib.volume import input_files, read_volume, write_volume
+
+    source = header_and_data(tmp_path, "in.mhd", "out.zraw")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(InputError, match="out.zraw, a file of the input"):
+        write_volume(read_volume(source), tmp_path / "out.mhd", protected=input_files(source))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_upper_case_metaimage_extensions_are_refused_as_itk_renames_them(tmp_path, tiny_model, capsys):
+    source = tmp_path / "in.nii.gz"
+    sitk.WriteImage(oblique_volume(), str(source))
+    for name in ("out.MHA", "out.MHD"):
+        assert main(["translate", str(source), str(tmp_path / name), "--model", str(tiny_model)]) == 2
+        assert "extension" in one_error_line(capsys)
+    assert [p.name for p in tmp_path.iterdir()] == ["in.nii.gz"]
+
+
 # ----------------------------------------------------------------------------------- the other commands
 
 def test_evaluate_mask_is_validated_like_an_input(tmp_path, capsys):
