@@ -13,6 +13,8 @@ from typing import Callable, Dict, List, Optional
 
 from . import __version__
 from .errors import InputError, MedTranslateError
+from .library_messages import captured_library_messages
+from .signals import Terminated, terminate_raises
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -195,11 +197,23 @@ COMMANDS: Dict[str, Command] = {"translate": cmd_translate, "models": cmd_models
                                 "export": cmd_export}
 
 
+CAPTURED = frozenset(("translate", "models", "info", "evaluate", "demo"))  # train and export keep their logs
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    messages: List[str] = []
     with warnings.catch_warnings():  # restores the caller's warning display when main() returns
         warnings.showwarning = _show_warning
-        return _run(args)
+        try:
+            with terminate_raises():
+                if args.command not in CAPTURED:
+                    return _run(args)
+                with captured_library_messages(messages):
+                    return _run(args)
+        finally:
+            if args.debug and messages:
+                print("medtranslate: debug: the libraries printed:\n" + "\n".join(messages), file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -213,6 +227,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("medtranslate: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Terminated as stop:
+        print("medtranslate: terminated; nothing was written", file=sys.stderr)
+        return stop.exit_code
     except Exception as error:  # a failure, not bad input: one line unless --debug
         if args.debug:
             raise

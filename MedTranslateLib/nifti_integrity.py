@@ -1,7 +1,9 @@
-"""NIfTI-1 integrity checks that ITK's reader skips: truncated voxel data and NaN/Inf voxels.
+"""NIfTI-1 integrity checks that ITK's reader skips: invalid dimensions, a sheared sform, truncated voxel
+data and NaN/Inf voxels.
 
-ITK fills a truncated file's missing voxels with zeros and replaces NaN and Inf voxels by 0 when it reads a
-NIfTI file, so neither problem shows in the image it returns; this module reads the header and streams the data.
+ITK reads a negative or zero dimension as 1, replaces a sheared or rescaled sform by the qform (a warning on
+stderr only), fills a truncated file's missing voxels with zeros and replaces NaN and Inf voxels by 0, so none of
+these shows in the image it returns; this module reads the header and streams the data.
 """
 from __future__ import annotations
 
@@ -15,11 +17,31 @@ import numpy as np
 from .errors import InputError
 
 _NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of the real floating-point types
+SFORM_TOLERANCE = 1e-3  # largest skew (cosine between axes) and relative scale error of an accepted sform
+
+
+def _check_sform(path: Path, header: bytes, endian: str) -> None:
+    """Refuse an sform (when its code says it is used) that is not a rotation scaled by the voxel size: ITK
+    would drop it for the qform, silently moving the image."""
+    sform_code = struct.unpack(endian + "h", header[254:256])[0]
+    if sform_code <= 0:
+        return
+    matrix = np.array(struct.unpack(endian + "12f", header[280:328]), dtype=np.float64).reshape(3, 4)[:, :3]
+    pixdim = np.abs(np.array(struct.unpack(endian + "3f", header[80:92]), dtype=np.float64))
+    scales = np.linalg.norm(matrix, axis=0)
+    if not np.all(scales > 0) or not np.all(np.isfinite(matrix)):
+        raise InputError(f"{path}: NIfTI sform is degenerate (a zero or non-finite column)")
+    rotation = matrix / scales
+    sheared = np.abs(rotation.T @ rotation - np.eye(3)).max() > SFORM_TOLERANCE
+    rescaled = np.any(np.abs(scales - pixdim) > SFORM_TOLERANCE * np.maximum(pixdim, 1e-6))
+    if sheared or rescaled:
+        raise InputError(f"{path}: NIfTI sform is {'sheared' if sheared else 'scaled unlike the voxel size'}; "
+                         "ITK would silently use the qform instead. Resample it onto an orthogonal grid first")
 
 
 def check_nifti_data(path: Path) -> None:
-    """Refuse a truncated NIfTI-1 file, or one with NaN/Inf voxels: ITK's reader silently fills a truncated
-    file's missing voxels with zeros and replaces NaN and Inf voxels by 0, so neither shows in the image read."""
+    """Refuse a NIfTI-1 file with invalid dimensions, a sheared sform, truncated data or NaN/Inf voxels: ITK's
+    reader lets each of them through silently (see the module's docstring)."""
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz")):
         return
@@ -36,6 +58,10 @@ def check_nifti_data(path: Path) -> None:
             offset = max(348, int(struct.unpack(endian + "f", header[108:112])[0]))
             if not 1 <= dims[0] <= 7 or bitpix <= 0:
                 return
+            if min(dims[1:dims[0] + 1]) < 1:
+                raise InputError(f"{path}: NIfTI header has invalid dimensions {dims[1:dims[0] + 1]} "
+                                 "(each must be at least 1)")
+            _check_sform(path, header, endian)
             expected = int(np.prod(dims[1:dims[0] + 1], dtype=np.int64)) * bitpix // 8
             dtype = np.dtype(endian + _NIFTI_FLOATS[datatype]) if datatype in _NIFTI_FLOATS else None
             actual, bad = 0, 0

@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .metaimage_integrity import check_metaimage_data
 from .nifti_integrity import check_nifti_data
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -23,6 +24,7 @@ WRITE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SCALAR_TYPES = frozenset((sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32,
                           sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64, sitk.sitkFloat32, sitk.sitkFloat64))
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+DIRECTION_TOLERANCE = 1e-4  # largest |DᵀD − I| of an accepted direction matrix (float rounding, not shear)
 
 
 def volume_extension(path: PathLike) -> str:
@@ -59,8 +61,10 @@ def read_mask(path: PathLike) -> sitk.Image:
 
 
 def _read_file(path: Path, what: str) -> sitk.Image:
-    """One image file through SimpleITK, its failure one line naming `what` it was read as; NIfTI data
-    checked for truncation."""
+    """One image file through SimpleITK, its failure one line naming `what` it was read as; NIfTI and MetaImage
+    headers and data checked for what ITK's readers let through or misreport."""
+    if volume_extension(path) in (".mha", ".mhd"):
+        check_metaimage_data(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -138,6 +142,11 @@ def as_volume(image: sitk.Image, name: str = "image") -> sitk.Image:
         image = _one_slice_volume(image)
     elif dimension != 3:
         raise InputError(f"{name}: is {dimension}D (size {image.GetSize()}); a 3D volume is needed")
+    direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    skew = float(np.abs(direction.T @ direction - np.eye(3)).max())
+    if not skew <= DIRECTION_TOLERANCE:
+        raise InputError(f"{name}: its direction matrix is not orthonormal (axes sheared or scaled, by up to "
+                         f"{skew:.3g}); the output could not keep it exactly. Resample it onto an orthogonal grid first")
     size = image.GetSize()
     if sum(s > 1 for s in size) < 2:
         raise InputError(f"{name}: size {size} is a point or a line, not an image")

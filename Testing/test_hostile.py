@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
+import struct
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -287,6 +290,117 @@ def test_upper_case_metaimage_extensions_are_refused_as_itk_renames_them(tmp_pat
         assert main(["translate", str(source), str(tmp_path / name), "--model", str(tiny_model)]) == 2
         assert "extension" in one_error_line(capsys)
     assert [p.name for p in tmp_path.iterdir()] == ["in.nii.gz"]
+
+
+# ----------------------------------------------------------------------------------- signals
+
+def big_input(folder: Path) -> Path:
+    """A volume large enough (160×192×192 float32, incompressible) that writing its translation takes a moment."""
+    values = np.random.default_rng(0).random((160, 192, 192), dtype=np.float32) * 1000
+    path = folder / "in.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(path), False)
+    return path
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_writing_leaves_nothing_behind(tmp_path, tiny_model, signum, status):
+    """The signal arrives once the hidden staging folder exists, that is, while the output is being written."""
+    source = big_input(tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "MedTranslateLib.cli", "translate", str(source),
+                                str(tmp_path / "out.nii.gz"), "--model", str(tiny_model)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).parents[1])
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".out.nii.gz") for p in tmp_path.iterdir()):
+        assert process.poll() is None and time.monotonic() < deadline, "the write never started"
+        time.sleep(0.002)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == status, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("medtranslate:")] == [
+        f"medtranslate: {'terminated' if signum == signal.SIGTERM else 'interrupted'}; nothing was written"]
+    assert [p.name for p in tmp_path.iterdir()] == ["in.nii"]
+
+
+def test_sigterm_while_translating_exits_143_and_writes_nothing(tmp_path, tiny_model):
+    source = big_input(tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "MedTranslateLib.cli", "translate", str(source),
+                                str(tmp_path / "out.nii.gz"), "--model", str(tiny_model)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).parents[1])
+    time.sleep(4.0)  # past start-up (imports): reading or translating
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143 or (process.returncode == 0 and (tmp_path / "out.nii.gz").is_file()), stderr
+    assert {p.name for p in tmp_path.iterdir()} <= {"in.nii", "out.nii.gz"}
+
+
+# ----------------------------------------------------------------------------------- what ITK lets through
+
+def nifti_with(folder: Path, name: str, dims=None, sform=None) -> Path:
+    """A NIfTI-1 file written by ITK, then its header edited: `dims` (dim[1..3]) or `sform` rows (3×4, code 1)."""
+    path = folder / name
+    sitk.WriteImage(oblique_volume(), str(path), False)
+    header = bytearray(path.read_bytes())
+    if dims is not None:
+        struct.pack_into("<3h", header, 42, *dims)
+    if sform is not None:
+        struct.pack_into("<h", header, 254, 1)
+        struct.pack_into("<12f", header, 280, *np.asarray(sform, dtype=np.float32).ravel())
+    path.write_bytes(bytes(header))
+    return path
+
+
+def test_headers_itk_would_read_wrongly_are_refused_with_one_line(tmp_path, tiny_model, capsys):
+    """ITK reads a dimension of -5 as 1 (one slice of 40), replaces a sheared or rescaled sform by the qform,
+    and misreports truncated MetaImage data; each is refused, naming the problem."""
+    sheared = [[0.9, 0.4, 0, 0], [0, 1.3, 0, 0], [0, 0, 2.5, 0]]
+    rescaled = [[1.8, 0, 0, 0], [0, 1.3, 0, 0], [0, 0, 2.5, 0]]
+    meta = tmp_path / "short.mha"
+    sitk.WriteImage(oblique_volume(), str(meta), False)
+    meta.write_bytes(meta.read_bytes()[:-5000])
+    cases = {nifti_with(tmp_path, "dims.nii", dims=(48, 40, -5)): "invalid dimensions",
+             nifti_with(tmp_path, "sheared.nii", sform=sheared): "sform is sheared",
+             nifti_with(tmp_path, "rescaled.nii", sform=rescaled): "sform is scaled unlike the voxel size",
+             meta: "truncated"}
+    for path, problem in cases.items():
+        assert main(["translate", str(path), str(tmp_path / "out.nii.gz"), "--model", str(tiny_model)]) == 2
+        assert problem in one_error_line(capsys)
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_direction_that_is_not_orthonormal_is_refused_not_coerced(tmp_path, tiny_model, capsys):
+    image = oblique_volume()
+    image.SetDirection((1.0, 0.3, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    with pytest.raises(InputError, match="not orthonormal"):
+        translate_image(image, load_model(tiny_model))
+    sitk.WriteImage(image, str(tmp_path / "sheared.mha"))  # MetaImage keeps any direction matrix
+    assert main(["translate", str(tmp_path / "sheared.mha"), str(tmp_path / "out.nii.gz"), "--model",
+                 str(tiny_model)]) == 2
+    assert "not orthonormal" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("case", ["empty folder", "truncated MetaImage", "sheared sform"])
+def test_library_messages_stay_off_stderr_and_come_back_with_debug(tmp_path, tiny_model, case):
+    """ITK and GDCM print warnings on the process's stderr (file descriptor 2); the command shows one line,
+    and --debug adds what the libraries said."""
+    if case == "empty folder":
+        source = tmp_path / "empty"
+        source.mkdir()
+    elif case == "truncated MetaImage":
+        source = tmp_path / "short.mha"
+        sitk.WriteImage(oblique_volume(), str(source), False)
+        source.write_bytes(source.read_bytes()[:-5000])
+    else:
+        source = nifti_with(tmp_path, "sheared.nii", sform=[[0.9, 0.4, 0, 0], [0, 1.3, 0, 0], [0, 0, 2.5, 0]])
+    command = [sys.executable, "-m", "MedTranslateLib.cli", "translate", str(source), str(tmp_path / "o.nii.gz"),
+               "--model", str(tiny_model)]
+    plain = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
+    if case == "empty folder":  # GDCM's own warning: kept for --debug
+        debug = subprocess.run(command[:3] + ["--debug"] + command[3:], capture_output=True, text=True,
+                               cwd=Path(__file__).parents[1])
+        assert "No Series were found" in debug.stderr and "the libraries printed" in debug.stderr
 
 
 # ----------------------------------------------------------------------------------- the other commands
