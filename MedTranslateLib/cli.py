@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("input", help="input volume: .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd or a DICOM folder")
     translate.add_argument("output", help="output file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd)")
     translate.add_argument("--model", required=True, help="model id (see `medtranslate models`) or package path")
+    translate.add_argument("--series", metavar="UID", help="the series to translate when a DICOM folder holds several")
     _add_run_options(translate)
 
     models = commands.add_parser("models", help="list the model packages found")
@@ -106,7 +107,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     options = _run_options(args)
     bar, update = _progress_bar()
     with bar:
-        translate_file(args.input, args.output, args.model, progress=update, **options)
+        translate_file(args.input, args.output, args.model, series=args.series, progress=update, **options)
     print(f"wrote {args.output}")
     return 0
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,12 +142,6 @@ def weights_blob(state: Mapping[str, torch.Tensor], half: bool = True) -> bytes:
     return save_safetensors(tensors)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_package(card_fields: Dict[str, Any], network: torch.nn.Module, out_dir: Union[str, Path],
                  inverse_network: Optional[torch.nn.Module] = None, half: bool = True) -> ModelCard:
     """Write a package folder atomically: weights, their hashes filled into the card, the card last.
@@ -165,9 +159,11 @@ def save_package(card_fields: Dict[str, Any], network: torch.nn.Module, out_dir:
     except CardError as error:
         raise ModelPackageError(f"card for {out_dir}: {error}") from None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name[:64]}.", dir=out_dir.parent))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private (0700); a package gets the user's usual mode
+    # named before it exists, so that a signal arriving just after its creation still removes it; created with
+    # the user's usual mode (umask), as the package will be
+    staging = out_dir.parent / f".{out_dir.name[:64]}.{secrets.token_hex(8)}.tmp"
     try:
+        staging.mkdir()
         for name, blob in blobs.items():
             (staging / name).write_bytes(blob)
         (staging / CARD_FILE).write_text(card.to_json() + "\n", encoding="utf-8")

@@ -120,14 +120,16 @@ def _fused_passes(volume: sitk.Image, planes: List[str], card: ModelCard, engine
     return np.median(np.stack(passes), axis=0) if passes else running / len(planes)
 
 
-def translate_file(input_path: PathLike, output_path: PathLike, model: ModelLike, **options: Any) -> sitk.Image:
-    """Read, translate and write atomically; `options` are translate_image's. Returns the written image."""
+def translate_file(input_path: PathLike, output_path: PathLike, model: ModelLike, series: Optional[str] = None,
+                   **options: Any) -> sitk.Image:
+    """Read, translate and write atomically; `series` picks a series of a DICOM folder; `options` are
+    translate_image's. Returns the written image."""
     input_path, output_path = Path(input_path), Path(output_path)
     check_output_path(input_path, output_path)
     model = load_model(model)
     progress: Optional[ProgressCallback] = options.get("progress")
     report(progress, "reading", 0, 1)
-    image = read_volume(input_path)
+    image = read_volume(input_path, series)
     result = translate_image(image, model, **options)
     report(progress, "writing", 0, 1)
     write_volume(result, output_path, protected=input_files(input_path))

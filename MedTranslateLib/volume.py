@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import secrets
 from pathlib import Path
-from typing import Iterable, List, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
 
+from .dicom_series import read_dicom_folder
 from .errors import InputError
 from .metaimage_integrity import check_metaimage_data
 from .nifti_integrity import check_nifti_data
@@ -35,11 +36,14 @@ def volume_extension(path: PathLike) -> str:
     return Path(name).suffix
 
 
-def read_volume(path: PathLike) -> sitk.Image:
-    """Read a NIfTI/NRRD/MHA/... file or a folder holding one DICOM series as a validated 3D scalar image."""
+def read_volume(path: PathLike, series: Optional[str] = None) -> sitk.Image:
+    """Read a NIfTI/NRRD/MHA/... file, or a DICOM folder's one series (the series with UID `series` when it
+    holds several), as a validated 3D scalar image."""
     path = Path(path)
     check_regular(path)
-    image = _read_dicom_folder(path) if path.is_dir() else _read_file(path, "an image")
+    if series is not None and not path.is_dir():
+        raise InputError(f"{path}: --series picks a series in a DICOM folder; this is a file")
+    image = read_dicom_folder(path, series) if path.is_dir() else _read_file(path, "an image")
     return as_volume(image, str(path))
 
 
@@ -71,21 +75,6 @@ def _read_file(path: Path, what: str) -> sitk.Image:
         raise InputError(f"{path}: cannot be read as {what} ({_first_line(error)})") from None
     check_nifti_data(path)
     return image
-
-
-def _read_dicom_folder(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(f"{folder}: folder holds no DICOM series")
-    if len(series) > 1:
-        raise InputError(f"{folder}: folder holds {len(series)} DICOM series; put one series per folder")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    try:
-        return reader.Execute()
-    except RuntimeError as error:
-        raise InputError(f"{folder}: DICOM series cannot be read ({_first_line(error)})") from None
 
 
 def input_files(path: PathLike) -> List[Path]:
@@ -146,7 +135,8 @@ def as_volume(image: sitk.Image, name: str = "image") -> sitk.Image:
     skew = float(np.abs(direction.T @ direction - np.eye(3)).max())
     if not skew <= DIRECTION_TOLERANCE:
         raise InputError(f"{name}: its direction matrix is not orthonormal (axes sheared or scaled, by up to "
-                         f"{skew:.3g}); the output could not keep it exactly. Resample it onto an orthogonal grid first")
+                         f"{skew:.3g}); the output could not keep it exactly. Resample it onto an orthogonal "
+                         "grid first")
     size = image.GetSize()
     if sum(s > 1 for s in size) < 2:
         raise InputError(f"{name}: size {size} is a point or a line, not an image")
@@ -186,12 +176,11 @@ def write_volume(image: sitk.Image, path: PathLike, compress: bool = True,
     path = Path(path)
     folder = check_writable(path)
     extension = volume_extension(path)
+    # named before it exists, so that a signal arriving just after its creation still removes it; a long name
+    # must not push the staging folder's name past the file-name limit
+    staging = folder / f".{path.name[:64]}.{secrets.token_hex(8)}.tmp"
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=folder))  # a long
-        # name must not push the staging folder's name past the file-name limit
-    except OSError as error:
-        raise InputError(f"{path}: cannot be written ({error.strerror or error})") from None
-    try:
+        staging.mkdir(mode=0o700)
         sitk.WriteImage(image, str(staging / path.name), compress and extension != ".nii")
         _check_written(image, staging / path.name, path)
         written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)  # header (the named file) last

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 import torch
 from safetensors.torch import load_file, save_file
 
-from geometry_fixtures import oblique_volume
+from geometry_fixtures import oblique_volume, write_dicom_series
 from MedTranslateLib import TranslationError, load_model, translate_image
 from MedTranslateLib.card import CardError, ModelCard
 from MedTranslateLib.cli import main
@@ -401,6 +401,75 @@ def test_library_messages_stay_off_stderr_and_come_back_with_debug(tmp_path, tin
         debug = subprocess.run(command[:3] + ["--debug"] + command[3:], capture_output=True, text=True,
                                cwd=Path(__file__).parents[1])
         assert "No Series were found" in debug.stderr and "the libraries printed" in debug.stderr
+
+
+# ----------------------------------------------------------------------------------- DICOM folders
+
+def damaged_series(folder: Path, damage: str) -> Path:
+    """A DICOM series of the oblique phantom (geometry_fixtures.write_dicom_series), then damaged."""
+    files = write_dicom_series(oblique_volume(np.int16), folder)
+    if damage == "missing slice":
+        files[len(files) // 2].unlink()
+    elif damage == "duplicate position":
+        shutil.copy(files[3], folder / "copy_of_slice_3.dcm")
+    elif damage == "truncated slice":
+        files[5].write_bytes(files[5].read_bytes()[:-700])
+    elif damage == "uneven spacing":  # the slices of one half moved 40 % of a gap along the normal
+        image = oblique_volume(np.int16)
+        shift = 0.4 * np.array(image.GetDirection()).reshape(3, 3)[:, 2] * image.GetSpacing()[2]
+        for file in files[len(files) // 2:]:
+            _retag(file, "0020|0032", lambda v: "\\".join(f"{float(x) + d:.6f}" for x, d in zip(v.split("\\"), shift)))
+    elif damage == "mixed sizes":
+        small = sitk.ReadImage(str(files[2]))[:-4, :, :]
+        for key in sitk.ReadImage(str(files[2])).GetMetaDataKeys():
+            small.SetMetaData(key, sitk.ReadImage(str(files[2])).GetMetaData(key))
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(files[2]))
+        writer.Execute(small)
+    return folder
+
+
+def _retag(file: Path, tag: str, change) -> None:
+    image = sitk.ReadImage(str(file))
+    image.SetMetaData(tag, change(image.GetMetaData(tag)))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(file))
+    writer.Execute(image)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("missing slice", "missing slices"),
+    ("duplicate position", "duplicate slice position"),
+    ("truncated slice", "cannot be read"),
+    ("uneven spacing", "uneven slice spacing"),
+    ("mixed sizes", "mixes slice sizes"),
+])
+def test_a_dicom_folder_that_is_not_one_even_volume_is_refused_naming_why(tmp_path, tiny_model, capsys, damage,
+                                                                          problem):
+    """ITK's series reader translates each of these silently onto a uniform grid (a warning on stderr at most)."""
+    folder = damaged_series(tmp_path / "series", damage)
+    assert main(["translate", str(folder), str(tmp_path / "out.nii.gz"), "--model", str(tiny_model)]) == 2
+    assert problem in one_error_line(capsys)
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_several_series_are_listed_and_one_is_picked_with_series(tmp_path, tiny_model, capsys):
+    folder = tmp_path / "two"
+    write_dicom_series(oblique_volume(np.int16), folder, series_number=1)
+    write_dicom_series(oblique_volume(np.int16)[:, :, :12], folder, series_number=2)
+    assert main(["translate", str(folder), str(tmp_path / "out.nii.gz"), "--model", str(tiny_model)]) == 2
+    line = one_error_line(capsys)
+    uids = sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    assert "--series UID" in line and all(uid in line for uid in uids) and "MedTranslate test series 2" in line
+    second = next(uid for uid in uids if len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) == 12)
+    assert main(["translate", str(folder), str(tmp_path / "out.nii.gz"), "--model", str(tiny_model),
+                 "--series", second]) == 0
+    assert sitk.ReadImage(str(tmp_path / "out.nii.gz")).GetSize()[2] == 12
+    assert main(["translate", str(folder), str(tmp_path / "o.nii.gz"), "--model", str(tiny_model),
+                 "--series", "1.2.3.4"]) == 2
+    assert "no DICOM series with UID 1.2.3.4" in one_error_line(capsys)
 
 
 # ----------------------------------------------------------------------------------- the other commands
