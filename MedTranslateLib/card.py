@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -123,7 +124,14 @@ class ModelCard:
 
     def summary(self) -> str:
         """One line for listings."""
-        return f"{self.id}  {self.source_modality} -> {self.target_modality}  ({self.architecture.get('name')}, {self.task})"
+        network = self.architecture.get("name")
+        return printable(f"{self.id}  {self.source_modality} -> {self.target_modality}  ({network}, {self.task})")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (terminal escapes, newlines, NUL) written as escapes, for one-line output."""
+    return "".join(c if unicodedata.category(c) != "Cc" else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 def _numbers(value: Any, where: str) -> Iterator[Tuple[str, float]]:
@@ -163,7 +171,8 @@ def _check_values(data: Dict[str, Any]) -> None:
     if data.get("fusion", "mean") not in FUSIONS:
         raise CardError(f"fusion '{data['fusion']}' is unknown (known: {', '.join(FUSIONS)})")
     spacing = data["spacing_mm"]
-    if spacing is not None and (len(spacing) != 2 or not all(isinstance(s, (int, float)) and s > 0 for s in spacing)):
+    if spacing is not None and (len(spacing) != 2 or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
+                                                              and s > 0 for s in spacing)):
         raise CardError("spacing_mm must be null or [row_mm, column_mm] with positive numbers")
     if not isinstance(data["architecture"].get("name"), str):
         raise CardError("architecture must name the network: {\"name\": ...}")

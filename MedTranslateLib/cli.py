@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from . import __version__
+from .card import printable
 from .errors import InputError, MedTranslateError
 from .library_messages import captured_library_messages
 from .signals import Terminated, terminate_raises
@@ -118,7 +119,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     found, broken = discover()
     cards = [card for _, (card, _) in sorted(found.items())]
     for path, reason in broken:  # listed, never in the way of the others
-        print(f"broken model package {path}: {reason}", file=sys.stderr)
+        print(printable(f"broken model package {path}: {reason}"), file=sys.stderr)
     if args.json:
         print(json.dumps([card.to_dict() for card in cards], indent=2, allow_nan=False))
         return 0
@@ -223,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     except MedTranslateError as error:
         if args.debug:
             raise
-        print(f"medtranslate: error: {error}", file=sys.stderr)
+        print(printable(f"medtranslate: error: {error}"), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("medtranslate: interrupted; nothing was written", file=sys.stderr)
@@ -234,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as error:  # a failure, not bad input: one line unless --debug
         if args.debug:
             raise
-        print(f"medtranslate: failed: {type(error).__name__}: {error} (rerun with --debug for details)",
+        print(printable(f"medtranslate: failed: {type(error).__name__}: {error} (rerun with --debug for details)"),
               file=sys.stderr)
         return 1
 

@@ -22,6 +22,7 @@ from safetensors.torch import save as save_safetensors
 from .card import CardError, ModelCard
 from .errors import ModelPackageError
 from .networks import build_network
+from .networks.factory import parameter_count
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -76,10 +77,6 @@ def _load_network(path: Path, card: ModelCard, member: str, digest: str, in_chan
         raise ModelPackageError(f"{path}: {member} has SHA-256 {actual[:12]}…, the card says {digest[:12]}…; "
                                 "the weights are corrupt or do not belong to this card")
     try:
-        network = build_network(card.architecture, in_channels=in_channels, out_channels=1)
-    except ValueError as error:
-        raise ModelPackageError(f"{path}: {error}") from None
-    try:
         state = load_safetensors(blob)
     except SafetensorError as error:
         raise ModelPackageError(f"{path}: {member} is not a safetensors file ({error})") from None
@@ -87,6 +84,21 @@ def _load_network(path: Path, card: ModelCard, member: str, digest: str, in_chan
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ModelPackageError(f"{path}: {member} holds NaN or infinite values in '{name}'; the weights are "
                                     "broken (a diverged training run?)")
+    try:  # counted on the meta device: a card asking for a far larger network than its weights is refused
+        # before anything is allocated
+        wanted = parameter_count(card.architecture, in_channels=in_channels, out_channels=1)
+    except ValueError as error:
+        raise ModelPackageError(f"{path}: {error}") from None
+    held = sum(tensor.numel() for tensor in state.values())
+    if wanted != held:
+        raise ModelPackageError(f"{path}: {member} does not fit the card's architecture (it holds {held} values, "
+                                f"the architecture needs {wanted})")
+    network = build_network(card.architecture, in_channels=in_channels, out_channels=1)
+    for name, wanted_tensor in network.state_dict().items():
+        given = state.get(name)
+        if given is not None and wanted_tensor.is_floating_point() and not given.is_floating_point():
+            raise ModelPackageError(f"{path}: {member} holds '{name}' as {str(given.dtype).replace('torch.', '')}; "
+                                    "the network needs floating-point weights (fp16, bf16 or fp32)")
     try:
         network.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError) as error:

@@ -13,6 +13,7 @@ from .card import ModelCard
 from .device import select_device
 from .engine import EngineOptions, SliceEngine
 from .errors import InputError, TranslationError
+from .memory import check_memory
 from .intensity import plausibility_warning, to_output_units
 from .package import TranslationModel
 from .progress import Progress, ProgressCallback, report
@@ -22,6 +23,8 @@ from .volume import PathLike, as_volume, check_writable, input_files, read_volum
 
 ModelLike = Union[str, Path, TranslationModel]
 PLANE_SPACING_LIMIT = 2.0  # a plane runs when its pixels are at most this many times the model's spacing
+MAX_UPSAMPLING = 8.0       # coarsest input pixels translated, as a multiple of the model's spacing
+MAX_SLICE_SIDE = 8192      # widest slice, in pixels at the model's spacing
 
 
 def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", batch_size: int = 8,
@@ -29,8 +32,9 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
                     progress: Optional[ProgressCallback] = None, cancel: Any = None) -> sitk.Image:
     """Translate a volume with a model; the result lies exactly on `image`'s grid, in target units.
 
-    `image` is not modified. A 2D image is treated as a one-slice volume. `cancel` is a threading.Event
-    (or a callable returning bool) checked before every batch; when set, TranslationCancelled is raised.
+    `image` is not modified. A 2D image is translated as a one-slice volume and comes back as a 2D image
+    on its own grid. `cancel` is a threading.Event (or a callable returning bool) checked before every
+    batch; when set, TranslationCancelled is raised.
     A model trained on several planes runs one pass along each plane the input's resolution allows
     (`passes_for`) and fuses them voxel by voxel as its card says (mean or median).
     """
@@ -46,6 +50,7 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
                          EngineOptions(batch_size=batch_size, precision=precision, tta=tta, compile=compile),
                          pad=card.pad)
     planes = passes_for(volume, card)
+    check_work_grids(volume, planes, card)
     if len(planes) == 1:
         output = _one_pass(volume, planes[0], card, engine, progress, cancel)
     else:
@@ -56,6 +61,9 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
                                f"{card.target_modality} units; nothing was written")
     translated = sitk.GetImageFromArray(to_output_units(output, card.target_modality))
     translated.CopyInformation(volume)
+    if isinstance(image, sitk.Image) and image.GetDimension() == 2:  # back to a 2D image on its own grid
+        translated = translated[:, :, 0]
+        translated.CopyInformation(image)
     return translated
 
 
@@ -71,6 +79,31 @@ def passes_for(volume: sitk.Image, card: ModelCard) -> List[str]:
                 for plane in planes}
     usable = [p for p in planes if model is None or coarsest[p] <= PLANE_SPACING_LIMIT * model]
     return usable or [min(planes, key=lambda plane: coarsest[plane])]
+
+
+def check_work_grids(volume: sitk.Image, planes: List[str], card: ModelCard) -> None:
+    """Refuse, before anything is resampled, a plane whose pixels are more than MAX_UPSAMPLING times coarser
+    than the model's (40 mm pixels made 1 mm show the network interpolated blur, at 1,600 times the memory),
+    resampled slices wider than MAX_SLICE_SIDE, or a translation that needs more memory than is available."""
+    voxels = float(np.prod(volume.GetSize(), dtype=np.float64))
+    result = voxels * 4 * (2 if len(planes) > 1 else 1)  # the float32 result, and the running sum of the passes
+    needed = result
+    for plane in planes:
+        orientation = reorientation(volume.GetDirection(), plane)
+        target = in_plane_spacing_target(volume, orientation, card.spacing_mm) or volume.GetSpacing()
+        factors = [old / new for old, new in zip(volume.GetSpacing(), target)]
+        if max(factors) > MAX_UPSAMPLING:
+            coarsest = max(volume.GetSpacing()[2 - axis] for axis in orientation.axes[1:])
+            raise InputError(f"the {plane} pixels ({coarsest:g} mm) are {max(factors):.3g} times coarser than the "
+                             f"model's {max(card.spacing_mm):g} mm; at most {MAX_UPSAMPLING}x is translated")
+        size = [n * f for n, f in zip(volume.GetSize(), factors)]
+        side = max(size[2 - axis] for axis in orientation.axes[1:])
+        if side > MAX_SLICE_SIDE:
+            raise InputError(f"the {plane} slices would be {side:.0f} pixels wide at the model's spacing; at most "
+                             f"{MAX_SLICE_SIDE} are translated")
+        resampled = float(np.prod(size, dtype=np.float64)) * 8 if max(factors) != 1 or min(factors) != 1 else 0.0
+        needed = max(needed, result + resampled)  # a resampled float32 copy and its output
+    check_memory(needed, f"translating {'×'.join(map(str, volume.GetSize()))} voxels")
 
 
 def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngine,

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from .dicom_series import read_dicom_folder
 from .errors import InputError
+from .memory import check_memory
 from .metaimage_integrity import check_metaimage_data
 from .nifti_integrity import check_nifti_data
 
@@ -24,6 +25,8 @@ WRITE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 # voxel types a translation reads: SimpleITK's scalar types (label maps, complex and vector types are refused)
 SCALAR_TYPES = frozenset((sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32,
                           sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64, sitk.sitkFloat32, sitk.sitkFloat64))
+VOXEL_BYTES = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkUInt32: 4,
+               sitk.sitkInt32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8, sitk.sitkFloat32: 4, sitk.sitkFloat64: 8}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 DIRECTION_TOLERANCE = 1e-4  # largest |DᵀD − I| of an accepted direction matrix (float rounding, not shear)
 
@@ -69,8 +72,15 @@ def _read_file(path: Path, what: str) -> sitk.Image:
     headers and data checked for what ITK's readers let through or misreport."""
     if volume_extension(path) in (".mha", ".mhd"):
         check_metaimage_data(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
+        voxels = float(np.prod(reader.GetSize(), dtype=np.float64))
+        stored = VOXEL_BYTES.get(reader.GetPixelID(), 8) * reader.GetNumberOfComponents()
+        check_memory(voxels * (stored + 8),  # the image, then a float32 result and one float32 working copy
+                     f"{path}: reading and translating its {'×'.join(map(str, reader.GetSize()))} voxels")
+        image = reader.Execute()
     except RuntimeError as error:
         raise InputError(f"{path}: cannot be read as {what} ({_first_line(error)})") from None
     check_nifti_data(path)

@@ -3,6 +3,7 @@ non-finite numbers anywhere (cards, weights, network output), broken packages on
 folder could shadow, and the permissions of what export writes. Each test builds its own hostile cases."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from MedTranslateLib.cli import main
 from MedTranslateLib.engine import EngineOptions, SliceEngine
 from MedTranslateLib.errors import InputError, ModelPackageError
 from MedTranslateLib.registry import discover, resolve
+from MedTranslateLib.volume import read_volume
 from tiny_model import build_tiny_model, card_fields
 
 PREFIX = "medtranslate: error:"
@@ -470,6 +472,103 @@ def test_several_series_are_listed_and_one_is_picked_with_series(tmp_path, tiny_
     assert main(["translate", str(folder), str(tmp_path / "o.nii.gz"), "--model", str(tiny_model),
                  "--series", "1.2.3.4"]) == 2
     assert "no DICOM series with UID 1.2.3.4" in one_error_line(capsys)
+
+
+# ----------------------------------------------------------------------------------- memory, sizes, small ones
+
+PEAK_MEMORY = """
+import resource, sys
+from MedTranslateLib.cli import main
+status = main(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "MiB")  # Linux: kB
+sys.exit(status)
+"""
+
+
+def test_coarse_pixels_are_refused_before_resampling_within_little_memory(tmp_path):
+    """40 mm pixels made 2 mm would be a 1,600-fold larger grid (6.4 GB measured): refused before any of it."""
+    model = build_tiny_model(tmp_path / "model", spacing_mm=[2.0, 2.0])
+    coarse = sitk.GetImageFromArray(np.random.default_rng(0).random((40, 64, 64), dtype=np.float32))
+    coarse.SetSpacing((40.0, 40.0, 2.0))
+    sitk.WriteImage(coarse, str(tmp_path / "coarse.nii.gz"))
+    result = subprocess.run([sys.executable, "-c", PEAK_MEMORY, "translate", str(tmp_path / "coarse.nii.gz"),
+                             str(tmp_path / "out.nii.gz"), "--model", str(model)], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1])
+    assert result.returncode == 2 and "20 times coarser than the model's 2 mm" in result.stderr, result.stderr
+    assert int(result.stdout.split()[-2]) < 800  # MiB: the interpreter, torch and the input
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_translation_larger_than_the_memory_available_is_refused_first(tmp_path, tiny_model, monkeypatch):
+    import MedTranslateLib.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1000)  # a machine with 1 kB free
+    with pytest.raises(InputError, match="needs about .* GiB of memory, but only"):
+        translate_image(oblique_volume(), load_model(tiny_model))
+    sitk.WriteImage(oblique_volume(), str(tmp_path / "in.nii.gz"))
+    size = "×".join(map(str, oblique_volume().GetSize()))
+    with pytest.raises(InputError, match=f"reading and translating its {size} voxels"):
+        read_volume(tmp_path / "in.nii.gz")
+
+
+@pytest.mark.parametrize("architecture, problem", [
+    ({"name": "unet", "variant": "pix2pix", "width": 1024, "num_downs": 8}, "would hold"),  # 1e11 values
+    ({"name": "resnet", "width": 8, "n_blocks": 100000}, "must lie in"),                  # 75 s to build
+    ({"name": "unet", "variant": "pix2pix", "width": 8, "num_downs": 60}, "must lie in"),  # 2^60-pixel inputs
+    ({"name": "unet", "variant": "classic", "width": 96, "depth": 5}, "does not fit"),     # ~0.3 GB, tiny weights
+])
+def test_a_card_asking_for_an_absurd_network_is_refused_before_allocating(tmp_path, architecture, problem):
+    package = build_tiny_model(tmp_path / "model")
+    card = json.loads((package / "model.json").read_text(encoding="utf-8"))
+    card["architecture"] = architecture
+    (package / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    started = time.monotonic()
+    with pytest.raises(ModelPackageError, match=problem):
+        load_model(package)
+    assert time.monotonic() - started < 10
+
+
+def test_a_config_asking_for_an_absurd_network_is_a_config_error(tmp_path, capsys):
+    config = Path(__file__).parents[1] / "Training" / "configs" / "pix2pix_t1_t2.toml"
+    assert main(["train", str(config), "--set", "model.generator.width=1024", "--set",
+                 "model.generator.num_downs=8", "--set", f"train.out_dir={tmp_path}"]) == 2
+    assert "would hold" in one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_of_a_type_the_network_cannot_use_are_refused(tmp_path):
+    package = build_tiny_model(tmp_path / "model")
+    weights = package / "weights.safetensors"
+    state = load_file(str(weights))
+    save_file({name: (t * 100).to(torch.int8) if t.is_floating_point() else t for name, t in state.items()},
+              str(weights))
+    card = json.loads((package / "model.json").read_text(encoding="utf-8"))
+    card["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (package / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(ModelPackageError, match="as int8; the network needs floating-point weights"):
+        load_model(package)
+
+
+@pytest.mark.parametrize("spacing", [[True, True], ["1", "1"], [1.0], [1.0, -1.0], [None, 1.0]])
+def test_spacings_that_are_not_two_positive_numbers_are_invalid(spacing):
+    with pytest.raises(CardError, match="spacing_mm"):
+        ModelCard.from_dict(dict(card_fields(spacing_mm=spacing), weights_sha256="0" * 64))
+
+
+def test_control_characters_in_cards_and_errors_never_reach_the_terminal(tmp_path, monkeypatch, capsys):
+    """A card's id, or a file name, holding a terminal escape or a newline is printed escaped, on one line."""
+    build_tiny_model(tmp_path / "models" / "evil", id="evil\x1b[2J\nmodel")
+    monkeypatch.setenv("MEDTRANSLATE_MODEL_PATH", str(tmp_path / "models"))
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert "\x1b" not in listing and "evil\\x1b[2J\\nmodel" in listing
+    assert main(["models", "--json"]) == 0
+    assert "evil\x1b[2J\nmodel" in [card["id"] for card in json.loads(capsys.readouterr().out)]
+    bad = tmp_path / "bad\nname\x1b.nii.gz"
+    bad.write_bytes(b"not an image")
+    assert main(["translate", str(bad), str(tmp_path / "o.nii.gz"), "--model", "evil\x1b[2J\nmodel"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "\x1b" not in err
 
 
 # ----------------------------------------------------------------------------------- the other commands

@@ -96,13 +96,6 @@ def test_slices_are_padded_as_the_card_says(tmp_path, tiny):
     assert np.abs(reflected.astype(float) - padded).max() > 0
 
 
-def test_two_d_image_becomes_one_slice(tiny):
-    plane = sitk.GetImageFromArray(head_phantom((20, 24, 9))[4])
-    plane.SetSpacing((0.7, 0.8))
-    result = translate_image(plane, tiny, device="cpu")
-    assert result.GetSize() == (20, 24, 1) and result.GetSpacing()[:2] == (0.7, 0.8)
-
-
 def test_cancel_raises_and_writes_nothing(tmp_path, tiny):
     source = tmp_path / "in.nii.gz"
     sitk.WriteImage(oblique_volume(), str(source))

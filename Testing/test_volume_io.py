@@ -179,13 +179,16 @@ def test_2d_image_becomes_one_slice_volume_keeping_in_plane_spacing(tmp_path, ex
     np.testing.assert_array_equal(array(volume)[0], plane)
 
 
-def test_2d_image_in_memory_translates_to_one_slice_volume(tiny_model):
+def test_2d_image_in_memory_comes_back_as_a_2d_image_on_its_own_grid(tiny_model):
     plane = np.add.outer(np.arange(16), np.arange(20)).astype(np.float32) * 3
     image = sitk.GetImageFromArray(plane)
     image.SetSpacing((0.8, 1.2))
+    image.SetOrigin((4.5, -3.0))
+    image.SetDirection((0.0, 1.0, -1.0, 0.0))
     result = translate_image(image, tiny_model, device="cpu")
-    assert result.GetSize() == (20, 16, 1)
-    assert result.GetSpacing()[:2] == pytest.approx((0.8, 1.2))
+    assert result.GetDimension() == 2 and result.GetSize() == (20, 16)
+    assert (result.GetSpacing(), result.GetOrigin(), result.GetDirection()) == (
+        image.GetSpacing(), image.GetOrigin(), image.GetDirection())
 
 
 # --------------------------------------------------------------------------------------------- atomic writes

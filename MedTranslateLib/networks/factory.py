@@ -5,6 +5,7 @@ import inspect
 import typing
 from typing import Any, Callable, Dict, Mapping, Tuple, Type
 
+import torch
 from torch import nn
 
 from .casnet import CasNet
@@ -13,6 +14,11 @@ from .resnet import ResnetGenerator
 from .unet import ClassicUNet, UNetGenerator
 
 ARCHITECTURES = ("resnet", "unet", "casnet", "patchgan")
+MAX_PARAMETERS = 500_000_000  # 2 GB of float32 weights; the translation networks here hold a few million
+# the sizes a constructor argument may take: wide enough for any published configuration, small enough that
+# neither building nor running the network can take the machine (a U-Net of 60 downsamplings needs 2^60 pixels)
+ARGUMENT_RANGES: Dict[str, Tuple[float, float]] = {"width": (1, 1024), "num_downs": (1, 10), "depth": (1, 10),
+                                                   "n_blocks": (0, 64), "n_layers": (1, 8), "dropout": (0.0, 0.9)}
 UNET_VARIANTS: Dict[str, Type[nn.Module]] = {"pix2pix": UNetGenerator, "classic": ClassicUNet}
 _CLASSES: Dict[str, Type[nn.Module]] = {"resnet": ResnetGenerator, "casnet": CasNet, "patchgan": PatchDiscriminator}
 _CHANNEL_ARGS = ("in_channels", "out_channels")
@@ -60,6 +66,9 @@ def _check_arguments(cls: Type[nn.Module], label: str, kwargs: Dict[str, Any]) -
             raise ValueError(
                 f"argument '{key}' of architecture '{label}' must be {kind}, not {type(value).__name__} {value!r}"
             )
+        low, high = ARGUMENT_RANGES.get(key, (None, None))
+        if low is not None and not low <= value <= high:
+            raise ValueError(f"argument '{key}' of architecture '{label}' must lie in [{low}, {high}], not {value}")
         checked[key] = float(value) if hints[key] is float else value
     return checked
 
@@ -79,8 +88,26 @@ def build_network(spec: Dict[str, Any], in_channels: int, out_channels: int = 1)
     spec: {"name": "resnet" | "unet" | "casnet" | "patchgan", ...constructor arguments};
     "unet" also takes "variant": "pix2pix" (default) | "classic". The channel counts come
     from the caller, not the spec; "patchgan" has one output channel and ignores out_channels.
-    Raises ValueError for an unknown name or variant, or an unknown or ill-typed argument.
+    Raises ValueError for an unknown name or variant, an unknown, ill-typed or out-of-range argument, or a
+    network of more than MAX_PARAMETERS values (counted on the meta device first: nothing large is allocated).
     """
+    parameter_count(spec, in_channels, out_channels)
+    return _construct(spec, in_channels, out_channels)
+
+
+def parameter_count(spec: Dict[str, Any], in_channels: int, out_channels: int = 1) -> int:
+    """How many values (parameters and buffers) the network of `spec` holds, counted on the meta device;
+    ValueError beyond MAX_PARAMETERS."""
+    with torch.device("meta"):
+        network = _construct(spec, in_channels, out_channels)
+    count = sum(tensor.numel() for tensor in network.state_dict().values())
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"the network would hold {count:.3g} values ({count * 4 / 2**30:.3g} GiB in float32); "
+                         f"at most {MAX_PARAMETERS:.0e} are built")
+    return count
+
+
+def _construct(spec: Dict[str, Any], in_channels: int, out_channels: int) -> nn.Module:
     cls, label, kwargs = check_spec(spec)
     if cls is PatchDiscriminator:
         return cls(in_channels=in_channels, **kwargs)

@@ -472,11 +472,12 @@ def _at_least(value: int, low: int, key: str) -> None:
 
 
 def _check_network(spec: Dict[str, Any], key: str, generator: bool) -> None:
-    """Check a network spec with the network factory's own argument checks, without building it."""
-    from ..networks.factory import check_spec
+    """Check a network spec with the network factory's own argument and size checks, without building it."""
+    from ..networks.factory import check_spec, parameter_count
 
     try:
         check_spec(spec)
+        parameter_count(spec, in_channels=1)  # refuses absurd sizes; counted on the meta device
     except ValueError as error:
         raise ConfigError(f"{key}: {error}") from None
     if generator and spec.get("name") == "patchgan":
