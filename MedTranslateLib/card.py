@@ -14,6 +14,7 @@ SCHEMA_VERSION = 1
 TASKS = ("translation", "motion-correction", "denoising")
 PAD_MODES = ("reflect", "background")  # how slices are padded: mirrored borders, or the background value -1
 FUSIONS = ("mean", "median")  # how the passes of a model trained on several planes are combined, voxel by voxel
+CARD_PRECISIONS = ("auto", "fp32")  # "fp32": the model loses accuracy under reduced-precision autocast
 
 # key -> (required, accepted types)
 _SCHEMA: Dict[str, Any] = {
@@ -39,6 +40,7 @@ _SCHEMA: Dict[str, Any] = {
     "pad": (False, (str,)),
     "planes": (False, (list,)),
     "fusion": (False, (str,)),
+    "precision": (False, (str,)),
 }
 
 
@@ -72,6 +74,7 @@ class ModelCard:
     pad: str = "reflect"  # as the network's training crops were padded (data.pad), so inference pads alike
     planes: List[str] = field(default_factory=list)  # slicing planes trained on and run at inference ([]: slice_axis)
     fusion: str = "mean"  # how those planes' passes are fused (FUSIONS)
+    precision: str = "auto"  # "fp32": always run in float32 (measured to lose accuracy in bf16/fp16)
 
     @property
     def in_channels(self) -> int:
@@ -168,6 +171,8 @@ def _check_values(data: Dict[str, Any]) -> None:
         raise CardError(f"planes must list distinct slicing planes among {', '.join(SLICE_AXES)}")
     if planes and data["slice_axis"] not in planes:
         raise CardError(f"planes must include slice_axis '{data['slice_axis']}'")
+    if data.get("precision", "auto") not in CARD_PRECISIONS:
+        raise CardError(f"precision '{data['precision']}' is unknown (known: {', '.join(CARD_PRECISIONS)})")
     if data.get("fusion", "mean") not in FUSIONS:
         raise CardError(f"fusion '{data['fusion']}' is unknown (known: {', '.join(FUSIONS)})")
     spacing = data["spacing_mm"]

@@ -27,9 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    translate = commands.add_parser("translate", help="translate a volume (file or DICOM folder)")
-    translate.add_argument("input", help="input volume: .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd or a DICOM folder")
-    translate.add_argument("output", help="output file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd)")
+    translate = commands.add_parser("translate", help="translate a volume (file or DICOM folder), or many into a "
+                                                      "folder")
+    translate.add_argument("input", nargs="+", help="input volume: .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd or a DICOM "
+                                                    "folder; several, or folders of them, for a batch")
+    translate.add_argument("output", help="output file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd), or a folder for a "
+                                          "batch (outputs keep the inputs' names and formats; DICOM becomes .nii.gz)")
     translate.add_argument("--model", required=True, help="model id (see `medtranslate models`) or package path")
     translate.add_argument("--series", metavar="UID", help="the series to translate when a DICOM folder holds several")
     _add_run_options(translate)
@@ -75,7 +78,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                        help="autocast precision (auto: fp16 on CUDA, fp32 elsewhere)")
+                        help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16, fp32 "
+                             "elsewhere; a card may require fp32)")
     parser.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (falls back if unavailable)")
 
@@ -103,14 +107,46 @@ def _progress_bar():
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    from .batch import is_batch
     from .translate import translate_file
 
+    if is_batch(args.input, args.output):
+        return _translate_batch(args)
     options = _run_options(args)
     bar, update = _progress_bar()
     with bar:
-        translate_file(args.input, args.output, args.model, series=args.series, progress=update, **options)
+        translate_file(args.input[0], args.output, args.model, series=args.series, progress=update, **options)
     print(f"wrote {args.output}")
     return 0
+
+
+def _translate_batch(args: argparse.Namespace) -> int:
+    """Many inputs into a folder: resumable, past bad files, sharded over torchrun's processes (batch.py)."""
+    from tqdm import tqdm
+
+    from .batch import collect_cases, gather_summaries, rank_device, shard, torchrun_world, translate_cases
+    from .registry import load_model
+
+    if args.series:
+        raise InputError("--series picks a series of one DICOM folder; it does not apply to a batch")
+    rank, world, local_rank = torchrun_world()
+    options = _run_options(args)
+    options["device"] = rank_device(str(options["device"]), local_rank, world)
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: is a file; a batch writes into a folder")
+    cases = collect_cases([Path(name) for name in args.input], out_dir)
+    model = load_model(args.model)
+    mine = shard(cases, rank, world)
+    with tqdm(total=len(mine), unit="file", disable=None, file=sys.stderr, leave=False) as bar:
+        summary = translate_cases(mine, model, on_file=lambda done, total, name: bar.update(1), **options)
+    for name, reason in summary.failed:
+        print(printable(f"medtranslate: failed: {reason}"), file=sys.stderr)
+    everything = gather_summaries(summary, world)
+    if rank == 0:
+        processes = f" by {world} processes" if world > 1 else ""
+        print(f"{everything.line()} ({len(cases)} inputs{processes}; outputs in {out_dir})")
+    return 1 if everything.failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
 """Device choice (CUDA, then Apple MPS, then CPU) and the autocast precision to run at."""
 from __future__ import annotations
 
+import functools
+import platform
 from typing import Optional
 
 import torch
@@ -38,19 +40,42 @@ def select_device(name: str = "auto") -> torch.device:
 def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
     """The autocast dtype, or None for plain float32.
 
-    `auto` means fp16 on CUDA and float32 elsewhere. fp16 keeps 10 mantissa bits where bf16 keeps 7: measured on
-    an H100 (Training/benchmarks/results/translate_cuda_h100.json) bf16 autocast put errors of up to a third of
-    the intensity range into a CycleGAN ResNet's output, fp16 under 4 %, for 10-25 % more speed.
+    `auto` means fp16 on CUDA, bf16 on a CPU that computes in bf16 natively (`cpu_has_native_bf16`), float32
+    elsewhere (MPS, older CPUs, where bf16 is emulated and slower). On CUDA fp16 keeps 10 mantissa bits where
+    bf16 keeps 7: measured on an H100 (Training/benchmarks/results/translate_cuda_h100.json) bf16 autocast put
+    errors of up to a third of the intensity range into a CycleGAN ResNet's output, fp16 under 4 %, for 10-25 %
+    more speed. CPU autocast has no fp16 path worth taking, so there `auto` is bf16; a card measured to lose
+    accuracy in bf16 says `precision: fp32` (Training/benchmarks/benchmark_precision.py).
     """
     if precision not in PRECISIONS:
         raise InputError(f"precision '{precision}' is unknown ({', '.join(PRECISIONS)})")
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+    if precision == "fp32":
         return None
     if precision == "auto":
-        return torch.float16
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
     if device.type == "mps":
         return torch.float16 if precision == "fp16" else None
     return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the processor has bf16 arithmetic (x86: AVX512-BF16 or AMX-BF16; Arm: BF16), as Linux's
+    /proc/cpuinfo reports it; False where it cannot be told (other systems), so nothing is guessed."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    flags = set(value.split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    except OSError:
+        return False
+    return False
 
 
 def _mps_available() -> bool:

@@ -46,6 +46,8 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
     warning = plausibility_warning(sitk.GetArrayViewFromImage(volume), card.source_modality)
     if warning:
         warnings.warn(warning)
+    if card.precision == "fp32":  # measured to lose accuracy under autocast: the card's word is final
+        precision = "fp32"
     engine = SliceEngine(model.network, select_device(device), card.context_slices,
                          EngineOptions(batch_size=batch_size, precision=precision, tta=tta, compile=compile),
                          pad=card.pad)

@@ -14,6 +14,7 @@ from MedTranslateLib.networks import build_network
 
 SOURCE_RANGE = IntensityRange(0.0, 500.0)
 TARGET_RANGE = IntensityRange(-1024.0, 3071.0)
+FP32 = EngineOptions(precision="fp32")  # the mechanics are compared with float32 loops; bf16 has its own test
 
 
 def network(in_channels: int) -> torch.nn.Module:
@@ -47,7 +48,7 @@ def test_engine_equals_plain_per_slice_loop(context, batch_size, shape):
     net = network(2 * context + 1)
     expected = plain_loop(net, volume, context)
     output = np.full(shape, np.nan, np.float32)
-    engine = SliceEngine(net, torch.device("cpu"), context, EngineOptions(batch_size=batch_size))
+    engine = SliceEngine(net, torch.device("cpu"), context, EngineOptions(batch_size=batch_size, precision="fp32"))
     engine.run(volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
     np.testing.assert_allclose(output, expected, atol=1e-2)  # HU units; float32 reassociation only
 
@@ -58,7 +59,7 @@ def test_engine_writes_through_strided_views():
     expected = plain_loop(net, volume.transpose(2, 1, 0)[::-1], 0)
     output = np.zeros((12, 10, 8), np.float32)
     view = output.transpose(2, 1, 0)[::-1]
-    SliceEngine(net, torch.device("cpu")).run(volume.transpose(2, 1, 0)[::-1], view,
+    SliceEngine(net, torch.device("cpu"), 0, FP32).run(volume.transpose(2, 1, 0)[::-1], view,
                                                SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
     np.testing.assert_allclose(view, expected, atol=1e-2)
 
@@ -69,7 +70,7 @@ def test_mirroring_averages_with_the_mirrored_prediction():
     plain = plain_loop(net, volume, 0)
     mirrored = plain_loop(net, volume[:, :, ::-1], 0)[:, :, ::-1]
     output = np.empty_like(volume)
-    SliceEngine(net, torch.device("cpu"), 0, EngineOptions(tta=True)).run(
+    SliceEngine(net, torch.device("cpu"), 0, EngineOptions(tta=True, precision="fp32")).run(
         volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
     np.testing.assert_allclose(output, (plain + mirrored) / 2, atol=1e-2)
 
@@ -104,7 +105,7 @@ def test_engine_pads_as_told_like_the_model_was_trained():
     outputs = {}
     for pad in ("reflect", "background"):
         outputs[pad] = np.empty_like(volume)
-        SliceEngine(net, torch.device("cpu"), pad=pad).run(volume, outputs[pad], SOURCE_RANGE.to_network,
+        SliceEngine(net, torch.device("cpu"), 0, FP32, pad=pad).run(volume, outputs[pad], SOURCE_RANGE.to_network,
                                                            TARGET_RANGE.from_network)
         np.testing.assert_allclose(outputs[pad], plain_loop(net, volume, 0, pad), atol=1e-2)
     assert np.abs(outputs["reflect"] - outputs["background"]).max() > 1.0  # the borders reach the output
@@ -154,11 +155,49 @@ def test_out_of_memory_halves_the_batch():
     net = network(1)
     expected = plain_loop(net, volume, 0)
     output = np.empty_like(volume)
-    engine = SliceEngine(RunsOutOfMemoryAbove(net, 2), torch.device("cpu"), 0, EngineOptions(batch_size=8))
+    engine = SliceEngine(RunsOutOfMemoryAbove(net, 2), torch.device("cpu"), 0, EngineOptions(batch_size=8, precision="fp32"))
     with pytest.warns(UserWarning, match="retrying with batch 4") as caught:
         engine.run(volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
     assert [str(w.message) for w in caught][-1].endswith("retrying with batch 2")
     np.testing.assert_allclose(output, expected, atol=1e-2)
-    never = SliceEngine(RunsOutOfMemoryAbove(net, 0), torch.device("cpu"), 0, EngineOptions(batch_size=2))
+    never = SliceEngine(RunsOutOfMemoryAbove(net, 0), torch.device("cpu"), 0, EngineOptions(batch_size=2, precision="fp32"))
     with pytest.warns(UserWarning, match="retrying with batch 1"), pytest.raises(torch.cuda.OutOfMemoryError):
         never.run(volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network)  # nowhere left to go
+
+
+# --------------------------------------------------------------------------------------------- precision
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch):
+    import MedTranslateLib.device as device
+
+    for native, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(device, "cpu_has_native_bf16", lambda native=native: native)
+        assert device.autocast_dtype(torch.device("cpu"), "auto") is expected
+        assert device.autocast_dtype(torch.device("cpu"), "fp32") is None
+        assert device.autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
+
+
+def test_the_cpu_flags_decide_native_bf16():
+    """Read from /proc/cpuinfo on Linux: the flags avx512_bf16 / amx_bf16 (x86) or bf16 (Arm)."""
+    from MedTranslateLib.device import cpu_has_native_bf16
+
+    try:
+        text = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo here")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                      if line.split(":")[0].strip() in ("flags", "Features")), []))
+    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def test_bf16_autocast_stays_close_to_float32():
+    net = network(1)
+    volume = np.random.default_rng(3).uniform(0, 500, (6, 64, 64)).astype(np.float32)
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        outputs[precision] = np.zeros_like(volume)
+        SliceEngine(net, torch.device("cpu"), 0, EngineOptions(precision=precision)).run(
+            volume, outputs[precision], SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
+    span = TARGET_RANGE.high - TARGET_RANGE.low
+    difference = np.abs(outputs["fp32"] - outputs["bf16"]) / span
+    assert 0 < difference.mean() < 0.01  # bf16 really ran, and stayed within 1 % of the range

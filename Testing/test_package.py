@@ -134,7 +134,9 @@ def test_bundled_models_all_load():
 
 
 def test_card_round_trip_keeps_every_key():
-    fields = card_fields(weights_sha256="0" * 64, warnings=["w"], description="d", pad="background")
+    fields = card_fields(weights_sha256="0" * 64, warnings=["w"], description="d", pad="background",
+                         precision="fp32")
     assert ModelCard.from_dict(fields).to_dict() == fields
-    del fields["pad"]  # a card written before the key existed: mirrored borders, said explicitly from now on
-    assert ModelCard.from_dict(fields).to_dict() == {**fields, "pad": "reflect"}
+    del fields["pad"], fields["precision"]  # a card written before the keys existed: mirrored borders and
+    # autocast as the machine allows, said explicitly from now on
+    assert ModelCard.from_dict(fields).to_dict() == {**fields, "pad": "reflect", "precision": "auto"}

@@ -114,3 +114,14 @@ def test_translate_file_reports_every_stage(tmp_path, tiny):
                    progress=lambda p: stages.append(p.stage))
     assert stages[0] == "reading" and stages[-1] == "writing" and "translating" in stages
     assert (tmp_path / "out.mha").is_file()
+
+
+def test_a_card_that_says_fp32_runs_in_float32_whatever_is_asked(tmp_path):
+    image = oblique_volume()
+    plain = load_model(build_tiny_model(tmp_path / "plain"))
+    strict = load_model(build_tiny_model(tmp_path / "strict", precision="fp32"))
+    as_fp32 = sitk.GetArrayFromImage(translate_image(image, plain, device="cpu", precision="fp32"))
+    as_bf16 = sitk.GetArrayFromImage(translate_image(image, plain, device="cpu", precision="bf16"))
+    obeyed = sitk.GetArrayFromImage(translate_image(image, strict, device="cpu", precision="bf16"))
+    assert not np.array_equal(as_fp32, as_bf16)  # bf16 changes this network's output ...
+    np.testing.assert_array_equal(obeyed, as_fp32)  # ... but not when its card says fp32

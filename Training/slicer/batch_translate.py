@@ -2,11 +2,14 @@
 
     Slicer --no-main-window --python-script Training/slicer/batch_translate.py -- --model ID IN_DIR OUT_DIR
 
-Each file is loaded with Slicer's own reader (slicer.util.loadVolume), translated with
-MedTranslateLib.mrml.translate_node and saved with slicer.util.saveNode under the same file name in OUT_DIR.
-One line per file on stdout (`OK ...` or `FAILED ...: reason`); Slicer exits with status 0 when every file
-was translated, 1 when any failed, 2 for bad arguments or an unknown model. A file that fails leaves nothing
-in OUT_DIR: it is saved into a staging folder there and moved into place only when complete.
+The cases are the library's folder batch (MedTranslateLib.batch, as `medtranslate translate IN_DIR OUT_DIR`):
+every volume file under IN_DIR and every DICOM folder (saved as .nii.gz), under the same relative names in
+OUT_DIR; an output already complete is skipped, so a re-run resumes. Each file is loaded with Slicer's own
+reader (slicer.util.loadVolume; a DICOM folder with the library's checked series reader), translated with
+MedTranslateLib.mrml.translate_node and saved with slicer.util.saveNode. One line per file on stdout (`OK`,
+`SKIPPED` or `FAILED ...: reason`); Slicer exits with status 0 when every file was translated, 1 when any
+failed, 2 for bad arguments or an unknown model. A file that fails leaves nothing in OUT_DIR: it is saved into
+a staging folder there and moved into place only when complete.
 """
 from __future__ import annotations
 
@@ -19,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
-VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 Loader = Callable[[Path], Any]             # path -> volume node in a scene
 Saver = Callable[[Any, Path], bool]        # (node, path) -> success
@@ -45,17 +47,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def volume_extension(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
-def input_files(in_dir: Path) -> List[Path]:
-    """The volume files directly in `in_dir`, sorted by name (hidden files skipped)."""
-    return sorted(p for p in in_dir.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and volume_extension(p) in VOLUME_EXTENSIONS)
-
-
 def check_folders(in_dir: Path, out_dir: Path) -> Optional[str]:
     """A one-line problem with the folders, or None."""
     if not in_dir.is_dir():
@@ -69,33 +60,42 @@ def check_folders(in_dir: Path, out_dir: Path) -> Optional[str]:
 
 def translate_folder(in_dir: Path, out_dir: Path, model: Any, load: Loader, save: Saver,
                      log: Callable[[str], None] = print, **options: Any) -> int:
-    """Translate each volume file of `in_dir` into `out_dir`; returns the exit status (0 all done, 1 any failed).
+    """Translate the volumes of `in_dir` into `out_dir`; returns the exit status (0 all done, 1 any failed).
 
-    `load` and `save` are Slicer's reader and writer (slicer.util.loadVolume / saveNode in Slicer); `options`
-    go to translate_node (device, batch_size, tta, ...). Nodes are removed from the scene after each file.
+    The cases are the library's (MedTranslateLib.batch, as `medtranslate translate IN_DIR OUT_DIR`): every
+    volume file under `in_dir` and every DICOM folder (saved as .nii.gz), outputs with the inputs' relative
+    names; an output already complete is skipped (a re-run resumes); under torchrun's environment this process
+    takes its shard. `load` and `save` are Slicer's reader and writer (slicer.util.loadVolume / saveNode in
+    Slicer); `options` go to translate_node (device, batch_size, tta, ...). Nodes are removed after each file.
     """
+    from MedTranslateLib.batch import collect_cases, is_complete, shard, torchrun_world
+    from MedTranslateLib.errors import InputError
     from MedTranslateLib.mrml import translate_node
 
-    files = input_files(in_dir)
-    if not files:
-        log(f"no volume files in {in_dir} ({', '.join(VOLUME_EXTENSIONS)})")
+    try:
+        cases = collect_cases([in_dir], out_dir)
+    except InputError as error:
+        log(str(error))
         return 1
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world, _ = torchrun_world()
     failures = 0
-    for path in files:
-        target = out_dir / path.name
+    for case in shard(cases, rank, world):
+        if is_complete(case):
+            log(f"SKIPPED {case.source} -> {case.output} (already complete)")
+            continue
+        case.output.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         nodes: List[Any] = []
         try:
-            input_node = load(path)
+            input_node = load(case.source)
             nodes.append(input_node)
             output_node = translate_node(input_node, model, name=f"{input_node.GetName()} translated", **options)
             nodes.append(output_node)
-            _save_atomically(output_node, target, save)
-            log(f"OK {path} -> {target} ({time.monotonic() - start:.1f} s)")
+            _save_atomically(output_node, case.output, save)
+            log(f"OK {case.source} -> {case.output} ({time.monotonic() - start:.1f} s)")
         except Exception as error:  # one bad file must not stop the batch
             failures += 1
-            log(f"FAILED {path}: {_one_line(error)}")
+            log(f"FAILED {case.source}: {_one_line(error)}")
         finally:
             for node in nodes:
                 _remove_node(node)
@@ -134,8 +134,14 @@ def _one_line(error: BaseException) -> str:
 # --- Slicer's reader, writer and exit -----------------------------------------------------------------------
 
 def slicer_load(path: Path) -> Any:
+    """A file through Slicer's reader; a DICOM folder through the library's checked series reader."""
     import slicer
 
+    if path.is_dir():
+        from MedTranslateLib.mrml import node_from_image
+        from MedTranslateLib.volume import read_volume
+
+        return node_from_image(read_volume(path), path.name, slicer.mrmlScene)
     return slicer.util.loadVolume(str(path), {"show": False, "singleFile": True})
 
 
