@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from . import __version__
+from . import __version__, progress_jsonl
 from .card import printable
 from .errors import InputError, MedTranslateError
 from .library_messages import captured_library_messages
@@ -82,6 +82,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                              "elsewhere; a card may require fp32)")
     parser.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (falls back if unavailable)")
+    parser.add_argument("--progress", choices=["bar", "jsonl"], default="bar",
+                        help="bar: a progress bar on terminals; jsonl: one JSON event per line on stdout, for a "
+                             "parent process (see README)")
 
 
 def _run_options(args: argparse.Namespace) -> Dict[str, object]:
@@ -113,6 +116,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if is_batch(args.input, args.output):
         return _translate_batch(args)
     options = _run_options(args)
+    if args.progress == "jsonl":
+        translate_file(args.input[0], args.output, args.model, series=args.series,
+                       progress=progress_jsonl.report_progress, **options)
+        progress_jsonl.emit("done", output=args.output)
+        return 0
     bar, update = _progress_bar()
     with bar:
         translate_file(args.input[0], args.output, args.model, series=args.series, progress=update, **options)
@@ -138,12 +146,20 @@ def _translate_batch(args: argparse.Namespace) -> int:
     cases = collect_cases([Path(name) for name in args.input], out_dir)
     model = load_model(args.model)
     mine = shard(cases, rank, world)
-    with tqdm(total=len(mine), unit="file", disable=None, file=sys.stderr, leave=False) as bar:
-        summary = translate_cases(mine, model, on_file=lambda done, total, name: bar.update(1), **options)
+    with tqdm(total=len(mine), unit="file", disable=True if args.progress == "jsonl" else None, file=sys.stderr,
+              leave=False) as bar:
+        def on_file(done: int, total: int, name: str) -> None:
+            bar.update(1)
+            if args.progress == "jsonl":
+                progress_jsonl.emit("progress", stage="files", done=done, total=total)
+        summary = translate_cases(mine, model, on_file=on_file, **options)
     for name, reason in summary.failed:
         print(printable(f"medtranslate: failed: {reason}"), file=sys.stderr)
     everything = gather_summaries(summary, world)
-    if rank == 0:
+    if rank == 0 and args.progress == "jsonl":
+        progress_jsonl.emit("done", translated=len(everything.translated), skipped=len(everything.skipped),
+                            failed=len(everything.failed))
+    elif rank == 0:
         processes = f" by {world} processes" if world > 1 else ""
         print(f"{everything.line()} ({len(cases)} inputs{processes}; outputs in {out_dir})")
     return 1 if everything.failed else 0
@@ -207,6 +223,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    if args.progress == "jsonl":
+        result = run_demo(Path(args.out), progress=progress_jsonl.report_progress, **_run_options(args))
+        progress_jsonl.emit("done", output=str(result.output_path), preview=str(result.preview_path))
+        return 0
     bar, update = _progress_bar()
     with bar:
         result = run_demo(Path(args.out), progress=update, **_run_options(args))
@@ -241,8 +261,9 @@ CAPTURED = frozenset(("translate", "models", "info", "evaluate", "demo"))  # tra
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     messages: List[str] = []
+    jsonl = getattr(args, "progress", "bar") == "jsonl"
     with warnings.catch_warnings():  # restores the caller's warning display when main() returns
-        warnings.showwarning = _show_warning
+        warnings.showwarning = progress_jsonl.show_warning if jsonl else _show_warning
         try:
             with terminate_raises():
                 if args.command not in CAPTURED:
@@ -261,6 +282,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         print(printable(f"medtranslate: error: {error}"), file=sys.stderr)
+        if getattr(args, "progress", "bar") == "jsonl":
+            progress_jsonl.emit("error", message=str(error), exit_code=error.exit_code)
         return error.exit_code
     except KeyboardInterrupt:
         print("medtranslate: interrupted; nothing was written", file=sys.stderr)

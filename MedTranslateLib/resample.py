@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
 import SimpleITK as sitk
 
 from .axes import Reorientation
 
 SPACING_TOLERANCE = 0.02  # relative; closer spacings are used as they are
+SLAB_SLICES = 16          # k-slices resampled at a time back onto the input grid
 
 
 def in_plane_spacing_target(image: sitk.Image, reorientation: Reorientation,
@@ -33,6 +35,14 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float]) -> sitk.Ima
                          image.GetDirection(), background, sitk.sitkFloat32)
 
 
-def resample_onto(image: sitk.Image, reference: sitk.Image, background: float) -> sitk.Image:
-    """Linear resampling of `image` onto `reference`'s grid (float32)."""
-    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, background, sitk.sitkFloat32)
+def resample_onto_array(image: sitk.Image, reference: sitk.Image, background: float, out: np.ndarray,
+                        slab: int = SLAB_SLICES) -> None:
+    """Linear resampling of `image` onto `reference`'s grid, into `out` ((Z, Y, X) float32, the reference's
+    array shape), `slab` k-slices at a time so that no second full-size image exists beside it."""
+    size_x, size_y, size_z = reference.GetSize()
+    for start in range(0, size_z, slab):
+        count = min(slab, size_z - start)
+        origin = reference.TransformIndexToPhysicalPoint((0, 0, start))
+        part = sitk.Resample(image, (size_x, size_y, count), sitk.Transform(), sitk.sitkLinear, origin,
+                             reference.GetSpacing(), reference.GetDirection(), background, sitk.sitkFloat32)
+        out[start:start + count] = sitk.GetArrayViewFromImage(part)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -13,12 +13,13 @@ from .card import ModelCard
 from .device import select_device
 from .engine import EngineOptions, SliceEngine
 from .errors import InputError, TranslationError
-from .memory import check_memory
+from .image_buffer import ImageBuffer
 from .intensity import plausibility_warning, to_output_units
+from .memory import check_memory
 from .package import TranslationModel
 from .progress import Progress, ProgressCallback, report
 from .registry import load_model
-from .resample import in_plane_spacing_target, resample_onto, resample_to_spacing
+from .resample import SLAB_SLICES, in_plane_spacing_target, resample_onto_array, resample_to_spacing
 from .volume import PathLike, as_volume, check_writable, input_files, read_volume, volume_extension, write_volume
 
 ModelLike = Union[str, Path, TranslationModel]
@@ -38,10 +39,19 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
     A model trained on several planes runs one pass along each plane the input's resolution allows
     (`passes_for`) and fuses them voxel by voxel as its card says (mean or median).
     """
+    return _translate([image], model, device, batch_size, precision, tta, compile, progress, cancel)
+
+
+def _translate(held: List[sitk.Image], model: ModelLike, device: str, batch_size: int, precision: str, tta: bool,
+               compile: bool, progress: Optional[ProgressCallback], cancel: Any) -> sitk.Image:
+    """translate_image's work. The input comes in a list that this function empties, so that when the caller
+    keeps no other reference (translate_file) the input is freed before the result is finished: the peak is
+    the input during the passes, or the result, not both plus a copy."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
     model = load_model(model)
     card = model.card
+    image = held.pop()
     volume = as_volume(image)
     warning = plausibility_warning(sitk.GetArrayViewFromImage(volume), card.source_modality)
     if warning:
@@ -53,20 +63,39 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
                          pad=card.pad)
     planes = passes_for(volume, card)
     check_work_grids(volume, planes, card)
+    result = ImageBuffer(volume.GetSize(), sitk.sitkFloat32)  # the passes write into the image returned
     if len(planes) == 1:
-        output = _one_pass(volume, planes[0], card, engine, progress, cancel)
+        _one_pass(volume, planes[0], card, engine, progress, cancel, out=result)
     else:
-        output = _fused_passes(volume, planes, card, engine, progress, cancel)
-    output = output.astype(np.float32, copy=False)
-    if not np.isfinite(output).all():  # the mapping back to units overflowed float32
+        _fused_passes(volume, planes, card, engine, progress, cancel, out=result)
+    if not np.isfinite(result.array.sum(dtype=np.float64)):  # the mapping back to units overflowed float32 (a
+        # float64 sum cannot overflow here, and is NaN or infinite exactly when a voxel is: no mask array)
         raise TranslationError("the translation holds NaN or infinite values after mapping back to "
                                f"{card.target_modality} units; nothing was written")
-    translated = sitk.GetImageFromArray(to_output_units(output, card.target_modality))
-    translated.CopyInformation(volume)
-    if isinstance(image, sitk.Image) and image.GetDimension() == 2:  # back to a 2D image on its own grid
-        translated = translated[:, :, 0]
-        translated.CopyInformation(image)
+    grids = [(volume.GetSpacing(), volume.GetOrigin(), volume.GetDirection())]
+    if image.GetDimension() == 2:
+        grids.append((image.GetSpacing(), image.GetOrigin(), image.GetDirection()))
+    del image, volume  # not needed any more; freed here when the caller passed it on (translate_file)
+    translated = _in_output_units(result, card.target_modality)
+    del result
+    for number, grid in enumerate(grids):
+        if number:  # back to a 2D image on its own grid
+            translated = translated[:, :, 0]
+        for setter, value in zip((translated.SetSpacing, translated.SetOrigin, translated.SetDirection), grid):
+            setter(value)
     return translated
+
+
+def _in_output_units(result: ImageBuffer, modality: str) -> sitk.Image:
+    """The result as the modality's output image: itself (float32), or an int16 image of HU for CT, converted
+    16 slices at a time (no full-size temporary)."""
+    if to_output_units(result.array[:1], modality).dtype == result.array.dtype:
+        return result.image
+    converted = ImageBuffer(result.image.GetSize(), sitk.sitkInt16)
+    for start in range(0, result.array.shape[0], SLAB_SLICES):
+        converted.array[start:start + SLAB_SLICES] = to_output_units(result.array[start:start + SLAB_SLICES],
+                                                                     modality)
+    return converted.image
 
 
 def passes_for(volume: sitk.Image, card: ModelCard) -> List[str]:
@@ -109,9 +138,10 @@ def check_work_grids(volume: sitk.Image, planes: List[str], card: ModelCard) -> 
 
 
 def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngine,
-              progress: Optional[ProgressCallback], cancel: Any) -> np.ndarray:
-    """(Z, Y, X) float32 network output in target units (before to_output_units) on `volume`'s array, from
-    `plane` slices resampled in-plane to the card's spacing."""
+              progress: Optional[ProgressCallback], cancel: Any, out: ImageBuffer) -> None:
+    """Fill `out` (float32 on `volume`'s grid) with the network's output in target units (before
+    to_output_units), from `plane` slices resampled in-plane to the card's spacing; `out` takes its memory
+    only once the network has run on the resampled slices."""
     orientation = reorientation(volume.GetDirection(), plane)
     target_spacing = in_plane_spacing_target(volume, orientation, card.spacing_mm)
     work = volume
@@ -122,37 +152,43 @@ def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngi
     mapping = card.intensity_pair
     source_range = mapping.source.fit(source)
     target_range = mapping.target_range(source_range)
-    output = np.empty(source.shape, dtype=np.float32)
+    output = out.array if target_spacing is None else np.empty(source.shape, dtype=np.float32)
     engine.run(orientation.apply(source), orientation.apply(output), source_range.to_network,
                target_range.from_network, progress, cancel, mirror_context=plane == "sagittal")
     if target_spacing is None:
-        return output
+        return
     report(progress, "resampling", 0, 1)
     on_work_grid = sitk.GetImageFromArray(output)
     on_work_grid.CopyInformation(work)
-    return sitk.GetArrayFromImage(resample_onto(on_work_grid, volume, background=target_range.low))
+    del work, source, output
+    resample_onto_array(on_work_grid, volume, background=target_range.low, out=out.array)
 
 
 def _fused_passes(volume: sitk.Image, planes: List[str], card: ModelCard, engine: SliceEngine,
-                  progress: Optional[ProgressCallback], cancel: Any) -> np.ndarray:
-    """The passes along `planes` fused voxel by voxel (card.fusion): a running sum for the mean (one extra
-    volume in memory), all passes for the median. Progress counts the slices of every pass as one task."""
+                  progress: Optional[ProgressCallback], cancel: Any, out: ImageBuffer) -> None:
+    """Fill `out` with the passes along `planes` fused voxel by voxel (card.fusion): the first pass in `out`
+    and the others added to it for the mean (one extra volume in memory), all passes for the median.
+    Progress counts the slices of every pass as one task."""
     counts = [volume.GetSize()[2 - reorientation(volume.GetDirection(), plane).axes[0]] for plane in planes]
     total, before = sum(counts), 0
-    passes, running = [], None
-    for plane, count in zip(planes, counts):
+    passes = []
+    for number, (plane, count) in enumerate(zip(planes, counts)):
         def report_pass(update: Progress, offset: int = before) -> None:
             if progress is not None:
                 translating = update.stage == "translating"
                 progress(Progress(update.stage, update.done + offset if translating else update.done,
                                   total if translating else update.total))
-        output = _one_pass(volume, plane, card, engine, report_pass, cancel)
+        target = out if number == 0 and card.fusion == "mean" else ImageBuffer(out.size, out.pixel_id)
+        _one_pass(volume, plane, card, engine, report_pass, cancel, out=target)
         before += count
         if card.fusion == "median":
-            passes.append(output)
-        else:
-            running = output if running is None else np.add(running, output, out=running)
-    return np.median(np.stack(passes), axis=0) if passes else running / len(planes)
+            passes.append(target)
+        elif number:
+            np.add(out.array, target.array, out=out.array)
+    if passes:
+        np.median(np.stack([part.array for part in passes]), axis=0, out=out.array)
+    else:
+        np.divide(out.array, len(planes), out=out.array)
 
 
 def translate_file(input_path: PathLike, output_path: PathLike, model: ModelLike, series: Optional[str] = None,
@@ -164,11 +200,21 @@ def translate_file(input_path: PathLike, output_path: PathLike, model: ModelLike
     model = load_model(model)
     progress: Optional[ProgressCallback] = options.get("progress")
     report(progress, "reading", 0, 1)
-    image = read_volume(input_path, series)
-    result = translate_image(image, model, **options)
+    result = _translate([read_volume(input_path, series)], model, **_translate_options(options))  # the input
+    # is held by nothing else, so it is freed before the result is finished
     report(progress, "writing", 0, 1)
     write_volume(result, output_path, protected=input_files(input_path))
     return result
+
+
+def _translate_options(options: Dict[str, Any]) -> Dict[str, Any]:
+    """translate_image's keyword options with its defaults filled in, for _translate; unknown ones refused."""
+    defaults = {"device": "auto", "batch_size": 8, "precision": "auto", "tta": False, "compile": False,
+                "progress": None, "cancel": None}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(f"translate_file got unexpected options: {', '.join(unknown)}")
+    return {**defaults, **options}
 
 
 def check_output_path(input_path: Path, output_path: Path) -> None:

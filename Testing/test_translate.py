@@ -125,3 +125,18 @@ def test_a_card_that_says_fp32_runs_in_float32_whatever_is_asked(tmp_path):
     obeyed = sitk.GetArrayFromImage(translate_image(image, strict, device="cpu", precision="bf16"))
     assert not np.array_equal(as_fp32, as_bf16)  # bf16 changes this network's output ...
     np.testing.assert_array_equal(obeyed, as_fp32)  # ... but not when its card says fp32
+
+
+def test_resampling_back_slab_by_slab_equals_one_resampling():
+    """The pass's output goes back onto the input grid 16 k-slices at a time (no second full-size image)."""
+    from MedTranslateLib.resample import resample_onto_array
+
+    reference = oblique_volume()
+    coarse = sitk.Resample(reference, [24, 20, 12], sitk.Transform(), sitk.sitkLinear, reference.GetOrigin(),
+                           [s * 2 for s in reference.GetSpacing()], reference.GetDirection(), 0.0, sitk.sitkFloat32)
+    whole = sitk.GetArrayFromImage(sitk.Resample(coarse, reference, sitk.Transform(), sitk.sitkLinear, -5.0,
+                                                 sitk.sitkFloat32))
+    for slab in (1, 5, 16, 100):
+        out = np.empty_like(whole)
+        resample_onto_array(coarse, reference, -5.0, out, slab=slab)
+        np.testing.assert_allclose(out, whole, atol=1e-4)

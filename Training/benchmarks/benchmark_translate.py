@@ -207,7 +207,8 @@ def measure_cli(volume: Path, package: Path, work: Path, args: argparse.Namespac
             raise RuntimeError(f"CLI failed (exit {code}):\n{log.read_text(errors='replace')[-2000:]}")
         runs.append(wall)
         peaks.append(peak)
-    return {"command": " ".join(["medtranslate"] + command[len(cli_command()):]), "seconds": min(runs),
+    shown = [part.replace(str(work), "WORK") for part in command[len(cli_command()):]]  # no machine paths
+    return {"command": " ".join(["medtranslate"] + shown), "seconds": min(runs),
             "runs_s": runs, "peak_rss_mib": max(peaks), "other_load": _worst(others)}
 
 
