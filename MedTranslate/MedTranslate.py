@@ -1,18 +1,20 @@
 """MedTranslate: translate a volume into another modality or contrast, in 3D Slicer.
 
-A thin shell over MedTranslateLib (shipped beside this module): the widget collects the choices, takes the
-input voxels from the scene on the main thread, runs MedTranslateLib.translate_image in a worker thread,
-and puts the result into the scene on the main thread when (and only when) it succeeded.
+A thin shell over MedTranslateLib (shipped beside this module): the widget collects the choices; Apply writes
+the input volume to a temporary file and translates it in a separate PythonSlicer process
+(MedTranslateLib.node_translation), which a timer polls for progress, so the GUI never waits and a crash of
+the child is reported, not felt; the result goes into the scene, on the input's exact grid, when (and only
+when) it succeeded. Slicer's main thread holds the GIL while Qt waits for events, so a Python thread would
+crawl; the child process does not.
 
 Nothing here imports torch, SimpleITK or MedTranslateLib at import time: Slicer imports every module on
 start-up, and PyTorch may not even be installed yet (MedTranslateDependencies installs it on first use).
 """
 import logging
-import queue
+import shutil
+import sys
 import threading
 import time
-import traceback
-import warnings
 from typing import Annotated, Any, Callable, Dict, List, Optional
 
 import qt
@@ -175,51 +177,13 @@ def cardHtml(card: Any) -> str:
 
 
 #
-# The worker (no MRML, no Qt: it only sees a SimpleITK image and a queue)
-#
-
-
-def translateInWorker(image: Any, modelId: str, options: Dict[str, Any], messages: "queue.Queue",
-                      cancel: threading.Event) -> None:
-    """Run in a worker thread: load the model, translate, and put exactly one final message on `messages`.
-
-    Messages are tuples: ("progress", Progress), then one of ("done", image, warnings),
-    ("cancelled", None, warnings) or ("failed", exception, traceback text).
-    """
-    caught: List[Any] = []
-    try:
-        from MedTranslateLib import TranslationCancelled, load_model, translate_image
-
-        try:
-            # The library reports CUDA out-of-memory fallbacks (smaller batch, then CPU) as warnings.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                model = load_model(modelId)
-                result = translate_image(image, model, progress=lambda p: messages.put(("progress", p)),
-                                         cancel=cancel, **options)
-            messages.put(("done", result, _warningTexts(caught)))
-        except TranslationCancelled:
-            messages.put(("cancelled", None, _warningTexts(caught)))
-    except Exception as error:  # reported on the main thread
-        messages.put(("failed", error, traceback.format_exc()))
-
-
-def _warningTexts(caught: List[Any]) -> List[str]:
-    texts: List[str] = []
-    for item in caught or []:
-        text = str(item.message)
-        if text not in texts:
-            texts.append(text)
-    return texts
-
-
-#
 # MedTranslateWidget
 #
 
 
 class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The GUI: binds Resources/UI/MedTranslate.ui to the parameter node and runs translations in a thread."""
+    """The GUI: binds Resources/UI/MedTranslate.ui to the parameter node and runs translations in a child
+    process, polled from a timer."""
 
     POLL_INTERVAL_MS = 100
 
@@ -231,11 +195,10 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._cards: Dict[str, Any] = {}
         self._updatingGui = False
-        # the running job (all None when idle)
-        self._worker: Optional[threading.Thread] = None
-        self._messages: Optional[queue.Queue] = None
-        self._cancel: Optional[threading.Event] = None
+        # the running job (both None when idle): a MedTranslateLib.node_translation.NodeTranslation
+        self._translation: Any = None
         self._job: Optional[Dict[str, Any]] = None
+        self._shownOutput: Any = None  # the last result shown as foreground (the opacity slider's target)
         self._timer = None
 
     # --- set-up and tear-down ---
@@ -268,7 +231,7 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         qt.QTimer.singleShot(0, self.refreshModelsAndDevices)
 
     def cleanup(self) -> None:
-        self._cancelRunningJob()
+        self._abandonJob()  # reloading the module ends a running child and removes its temporary folder
         if self._timer is not None:
             self._timer.stop()
         self.removeObservers()
@@ -283,7 +246,7 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self._cancelRunningJob()
+        self._abandonJob()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -399,14 +362,19 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.device = self.ui.deviceSelector.itemData(index) or "auto"
 
     def onOpacityChanged(self, value: float) -> None:
-        if self._parameterNode and self._parameterNode.outputVolume:
-            slicer.util.setSliceViewerLayers(foregroundOpacity=value)
+        """Only the slice views that still show the last result as foreground change."""
+        shown = self._shownOutput
+        if shown is None or shown.GetScene() is None:
+            return
+        for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
+            if composite.GetForegroundVolumeID() == shown.GetID():
+                composite.SetForegroundOpacity(value)
 
     # --- Apply / Cancel ---
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        if self._worker is not None:  # running: the button is Cancel
-            self.ui.applyButton.enabled = not self._cancel.is_set()
+        if self._translation is not None:  # running: the button is Cancel
+            self.ui.applyButton.enabled = not self._translation.process.state.cancelled
             return
         p = self._parameterNode
         problem = None
@@ -422,7 +390,7 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = problem or _("Translate the input volume with the selected model.")
 
     def onApplyButton(self) -> None:
-        if self._worker is not None:
+        if self._translation is not None:
             self._cancelRunningJob()
             return
         with slicer.util.tryWithErrorDisplay(_("Could not start the translation."), waitCursor=True):
@@ -447,106 +415,86 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if card is None:
             raise ValueError(_("Select a model."))
 
-        from MedTranslateLib import mrml
+        from MedTranslateLib.node_translation import NodeTranslation
 
-        image = mrml.image_from_node(inputNode)  # MRML is read here, on the main thread; the worker never sees it
         options = {
             "device": p.device or "auto",
             "batch_size": max(1, int(p.batchSize)),
             "precision": "auto" if p.halfPrecision else "fp32",
             "tta": bool(p.testTimeFlips),
         }
-        self._job = {"inputNode": inputNode, "outputNode": outputNode, "card": card, "options": options,
-                     "started": time.monotonic()}
-        self._messages = queue.Queue()
-        self._cancel = threading.Event()
-        self._worker = threading.Thread(target=translateInWorker, name="MedTranslate",
-                                        args=(image, card.id, options, self._messages, self._cancel), daemon=True)
+        self._job = {"card": card, "started": time.monotonic()}
+        # the input's voxels and geometry are written to a temporary file here; the child never sees the scene
+        self._translation = NodeTranslation(inputNode, card.id, output_node=outputNode,
+                                            name=f"{inputNode.GetName()} {card.target_modality}", options=options,
+                                            python=self.logic.pythonExecutable())
         self._setRunning(True)
         self._setStatus(_("Translating {name} with {model}\u2026").format(name=inputNode.GetName(), model=card.id))
-        self._worker.start()
         self._timer.start()
 
     def _cancelRunningJob(self) -> None:
-        if self._worker is None:
+        if self._translation is None:
             return
-        self._cancel.set()
+        self._translation.cancel()
         self.ui.applyButton.enabled = False
-        self._setStatus(_("Cancelling after the current batch\u2026"))
+        self._setStatus(_("Cancelling\u2026"))
+
+    def _abandonJob(self) -> None:
+        """End a running child at once and forget it (scene closing, module reloading); nothing is added."""
+        if self._translation is None:
+            return
+        self._translation.cancel()
+        self._translation.process.wait(timeout=2.0)
+        self._translation.poll()  # removes the temporary folder
+        self._translation, self._job = None, None
+        if self._timer is not None:
+            self._timer.stop()
 
     def _pollWorker(self) -> None:
-        """Main thread, every POLL_INTERVAL_MS: show progress; on the final message, finish the job."""
-        if self._messages is None:
+        """Main thread, every POLL_INTERVAL_MS: show the child's progress; when it has ended, finish the job."""
+        if self._translation is None:
             return
-        latest, final = None, None
-        while final is None:
-            try:
-                message = self._messages.get_nowait()
-            except queue.Empty:
-                break
-            if message[0] == "progress":
-                latest = message[1]
-            else:
-                final = message
-        if latest is not None:
-            self._showProgress(latest)
-        if final is not None:
-            self._finishJob(*final)
+        progress = [e for e in self._translation.poll() if e.get("event") == "progress"]
+        if progress:
+            self._showProgress(progress[-1])
+        if self._translation.finished:
+            self._finishJob()
 
-    def _showProgress(self, progress: Any) -> None:
-        bar = self.ui.progressBar
-        if progress.total:
+    def _showProgress(self, event: Dict[str, Any]) -> None:
+        bar, done, total = self.ui.progressBar, int(event.get("done", 0)), int(event.get("total", 0))
+        stage = str(event.get("stage", ""))
+        if total:
             bar.maximum = 1000
-            bar.value = int(1000 * progress.fraction)
-            bar.format = f"{progress.stage} {progress.done}/{progress.total} (%p%)"
+            bar.value = int(1000 * done / total)
+            bar.format = f"{stage} {done}/{total} (%p%)"
         else:
             bar.maximum = 0  # busy indicator
-            bar.format = progress.stage
+            bar.format = stage
 
-    def _finishJob(self, kind: str, payload: Any, details: Any) -> None:
+    def _finishJob(self) -> None:
         self._timer.stop()
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
-        job, cancelled = self._job, self._cancel.is_set()
-        self._worker, self._messages, self._cancel, self._job = None, None, None, None
+        translation, job = self._translation, self._job
+        self._translation, self._job = None, None
         self._setRunning(False)
         seconds = time.monotonic() - job["started"]
-        if kind == "done" and cancelled:
-            kind, details = "cancelled", []
-        if kind == "cancelled":
-            self._setStatus(_("Cancelled after {s:.1f} s; the scene is unchanged.").format(s=seconds), details)
+        warningTexts = translation.warnings
+        if translation.process.state.cancelled:
+            self._setStatus(_("Cancelled after {s:.1f} s; the scene is unchanged.").format(s=seconds), warningTexts)
             return
-        if kind == "failed":
-            self._setStatus(_("Failed: {error}").format(error=payload))
-            slicer.util.errorDisplay(_("Translation failed: {error}").format(error=payload), detailedText=details)
+        if translation.error is not None:
+            self._setStatus(_("Failed: {error}").format(error=translation.error), warningTexts)
+            logging.error("MedTranslate: the translation process said:\n" + translation.process.state.stderr)
+            slicer.util.errorDisplay(_("Translation failed: {error}").format(error=translation.error),
+                                     detailedText=translation.process.state.stderr)
             return
-        inputNode = job["inputNode"]
-        if inputNode.GetScene() is None:
-            self._setStatus(_("The input volume was removed while translating; the result was discarded."))
-            return
-        outputNode = job["outputNode"]
-        if outputNode is not None and outputNode.GetScene() is None:
-            outputNode = None  # removed meanwhile: make a new one
-        try:
-            from MedTranslateLib import mrml
-
-            outputNode = mrml.store_result(inputNode, payload, output_node=outputNode,
-                                           name=f"{inputNode.GetName()} {job['card'].target_modality}")
-        except Exception as error:
-            logging.exception("MedTranslate: storing the result failed")
-            self._setStatus(_("Failed: {error}").format(error=error))
-            slicer.util.errorDisplay(_("Storing the result failed: {error}").format(error=error),
-                                     detailedText=traceback.format_exc())
-            return
-        if self._parameterNode is not None:
-            self._parameterNode.outputVolume = outputNode
-            opacity = self._parameterNode.outputOpacity
-        else:
-            opacity = 0.5
-        self.logic.showResult(inputNode, outputNode, opacity)
+        outputNode = translation.result_node
+        # the output selector is left as the user set it: the next Apply makes a new volume unless one is chosen
+        opacity = self._parameterNode.outputOpacity if self._parameterNode is not None else 0.5
+        self.logic.showResult(translation.input_node, outputNode, opacity)
+        self._shownOutput = outputNode
         self._setStatus(_("Done in {s:.1f} s: {name} ({source} \u2192 {target}).").format(
             s=seconds, name=outputNode.GetName(), source=job["card"].source_modality,
-            target=job["card"].target_modality), details)
+            target=job["card"].target_modality), warningTexts)
 
     def _setRunning(self, running: bool) -> None:
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
@@ -631,6 +579,12 @@ class MedTranslateLogic(ScriptedLoadableModuleLogic):
         return outputNode
 
     @staticmethod
+    def pythonExecutable() -> str:
+        """The interpreter for the child process: Slicer's PythonSlicer (its Python, its packages), else this
+        Python (outside Slicer)."""
+        return shutil.which("PythonSlicer") or sys.executable
+
+    @staticmethod
     def showResult(inputNode, outputNode, opacity: float = 0.5) -> None:
         """Input as background, output as foreground at `opacity`, in every slice view."""
         slicer.util.setSliceViewerLayers(background=inputNode, foreground=outputNode, foregroundOpacity=opacity)
@@ -648,6 +602,8 @@ class MedTranslateTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        self.setUp()
+        self.test_TranslateInChildProcess()
         self.setUp()
         self.test_TranslateObliqueVolume()
         self.setUp()
@@ -702,6 +658,35 @@ class MedTranslateTest(ScriptedLoadableModuleTest):
         matrix = vtk.vtkMatrix4x4()
         node.GetIJKToRASMatrix(matrix)
         return slicer.util.arrayFromVTKMatrix(matrix)
+
+    def test_TranslateInChildProcess(self):
+        """Apply's path: the input to a temporary file, the translation in a PythonSlicer process on the CPU,
+        the result next to the input on its exact grid."""
+        import numpy as np
+
+        from MedTranslateLib.node_translation import NodeTranslation
+
+        self.delayDisplay("Starting the child-process translation test")
+        logic = MedTranslateLogic()
+        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
+        card = self._firstBundledModel()
+        inputNode = self._obliqueVolume(card.source_modality)
+        inputBefore = slicer.util.arrayFromVolume(inputNode).copy()
+        translation = NodeTranslation(inputNode, card.id, name="MedTranslateTest output",
+                                      options={"device": "cpu", "batch_size": 4}, python=logic.pythonExecutable())
+        stages, deadline = [], time.monotonic() + 300
+        while not translation.finished and time.monotonic() < deadline:
+            stages += [e.get("stage") for e in translation.poll()]
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertTrue(translation.finished, "the child did not end within 5 minutes")
+        self.assertIsNone(translation.error, translation.error)
+        outputNode = translation.result_node
+        self.assertTrue(np.array_equal(self._ijkToRas(outputNode), self._ijkToRas(inputNode)), "IJKToRAS differs")
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(inputNode), inputBefore), "input changed")
+        self.assertIn("translating", stages)
+        self.assertFalse(translation.folder.exists(), "the temporary folder was left behind")
+        self.delayDisplay("Child-process translation test passed")
 
     def test_TranslateObliqueVolume(self):
         import numpy as np

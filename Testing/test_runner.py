@@ -86,3 +86,62 @@ def test_garbage_from_a_child_is_kept_apart_from_its_events():
     state = child(noisy).wait(timeout=30)
     assert state.succeeded and state.events == [{"event": "done", "output": "x"}]
     assert state.stray == ["garbage", "{not json", "[1, 2]", "tail without newline"]
+
+
+# --- a scene's node, translated in a child (the module's Apply, without Qt) -----------------------------------
+
+def run_to_end(translation, on_event=None, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while not translation.finished:
+        for event in translation.poll():
+            if on_event is not None:
+                on_event(event)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_apply_in_a_child_puts_the_result_next_to_the_input_on_its_exact_grid(tiny_model):
+    slicer = pytest.importorskip("slicer")
+    from MedTranslateLib import mrml
+    from MedTranslateLib.node_translation import NodeTranslation
+
+    scene = slicer.vtkMRMLScene()
+    node = mrml.node_from_image(oblique_volume(), "T1", scene)
+    voxels = sitk.GetArrayFromImage(mrml.image_from_node(node))
+    translation = NodeTranslation(node, str(tiny_model), name="T1 T2", options={"device": "cpu"})
+    folder = translation.folder
+    run_to_end(translation)
+    assert translation.error is None and translation.result_node.GetName() == "T1 T2"
+    assert translation.result_node.GetScene() is scene and not folder.exists()
+    np.testing.assert_array_equal(mrml.ijk_to_ras(translation.result_node), mrml.ijk_to_ras(node))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mrml.image_from_node(node)), voxels)
+    scene.Clear(1)
+
+
+def test_cancel_and_failure_leave_the_scene_as_it_was(tmp_path, tiny_model):
+    slicer = pytest.importorskip("slicer")
+    from MedTranslateLib import mrml
+    from MedTranslateLib.node_translation import NodeTranslation
+
+    scene = slicer.vtkMRMLScene()
+    values = np.random.default_rng(0).random((160, 192, 192), dtype=np.float32) * 1000
+    node = mrml.node_from_image(sitk.GetImageFromArray(values), "big", scene)
+    nodes = scene.GetNumberOfNodes()
+    translation = NodeTranslation(node, str(tiny_model), options={"device": "cpu", "batch_size": 1})
+    cancelled_at = []
+
+    def cancel_when_translating(event):
+        if event.get("stage") == "translating" and not cancelled_at:
+            cancelled_at.append(time.monotonic())
+            translation.cancel()
+
+    run_to_end(translation, cancel_when_translating)
+    assert cancelled_at and time.monotonic() - cancelled_at[0] < 1.5
+    assert translation.error == "cancelled" and translation.result_node is None
+    assert scene.GetNumberOfNodes() == nodes and not translation.folder.exists()
+
+    broken = NodeTranslation(node, str(tmp_path / "no-such-model"), options={"device": "cpu"})
+    run_to_end(broken)
+    assert "no-such-model" in broken.error and len(broken.error.splitlines()) == 1
+    assert scene.GetNumberOfNodes() == nodes and not broken.folder.exists()
+    scene.Clear(1)
