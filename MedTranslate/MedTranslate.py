@@ -28,7 +28,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
-from slicer.parameterNodeWrapper import Minimum, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
 try:
@@ -56,7 +56,7 @@ class MedTranslate(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MedTranslate")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Image Synthesis")]
         self.parent.dependencies = []  # the PyTorch extension is an extension dependency, imported on first use
         self.parent.contributors = ["MedTranslate contributors (SlicerMedTranslate project)"]
         self.parent.helpText = _(
@@ -98,7 +98,8 @@ class MedTranslateParameterNode:
     outputVolume: vtkMRMLScalarVolumeNode
     modelId: str = ""
     device: str = "auto"
-    batchSize: Annotated[int, Minimum(1)] = 8
+    batchSize: Annotated[int, WithinRange(1, 512)] = 8  # a range, not a Minimum: the wrapper would set the spin
+    # box's maximum to 2^31-1 otherwise
     halfPrecision: bool = True
     testTimeFlips: bool = False
     contextSlices: int = 0

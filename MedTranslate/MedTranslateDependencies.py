@@ -1,7 +1,7 @@
 """Installs what MedTranslateLib needs into Slicer's Python, on first use and only after asking.
 
 PyTorch comes through the PyTorch extension (PyTorchUtils picks the build that matches the GPU driver);
-the other packages come from PyPI with slicer.util.pip_install, pinned. SimpleITK, numpy and scipy ship
+the other packages come from PyPI with slicer.util.pip_install (minimum versions). SimpleITK, numpy and scipy ship
 with Slicer. The library itself knows nothing of this: it simply imports its dependencies.
 
 Slicer loads every .py file in a module folder as a module, so this file also defines a hidden module
@@ -16,15 +16,17 @@ from typing import Dict, List, Optional, Tuple
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule
 
-# (pip requirement, import name). Pinned to releases with wheels for the Pythons of Slicer 5.6 to 5.10
-# (3.9 to 3.12); installed only when the import name is missing.
+# (pip requirement, import name): minimum versions, not exact pins, so that pip picks the release with wheels
+# for whichever Python the Slicer has (3.9 to 3.12 today, newer later); installed only when the import is missing.
 REQUIREMENTS: Tuple[Tuple[str, str], ...] = (
-    ("safetensors==0.4.5", "safetensors"),
-    ("scikit-image==0.24.0", "skimage"),
-    ("tqdm==4.67.1", "tqdm"),
+    ("safetensors>=0.4.5", "safetensors"),
+    ("scikit-image>=0.21", "skimage"),
+    ("tqdm>=4.66", "tqdm"),
     ("scipy>=1.8", "scipy"),  # ships with Slicer; listed so a stripped-down Python is caught too
 )
 TORCH_REQUIREMENT = ">=1.13"
+TORCH_MINIMUM = (1, 13)
+_restartRequired = False  # set once an upgrade of an already-imported package needs a restart; never cleared
 
 
 class MedTranslateDependencies(ScriptedLoadableModule):
@@ -33,7 +35,7 @@ class MedTranslateDependencies(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "MedTranslate dependencies"
-        self.parent.categories = ["Filtering"]
+        self.parent.categories = ["Image Synthesis"]
         self.parent.dependencies = []
         self.parent.contributors = ["MedTranslate contributors (SlicerMedTranslate project)"]
         self.parent.helpText = "Installs the Python packages the MedTranslate module needs."
@@ -48,9 +50,21 @@ def _importable(name: str) -> bool:
         return False
 
 
+def _torchTooOld() -> bool:
+    """True when the installed torch is older than TORCH_MINIMUM (read from its metadata, without importing)."""
+    import importlib.metadata
+
+    try:
+        parts = importlib.metadata.version("torch").split("+")[0].split(".")[:2]
+        return tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in parts) < TORCH_MINIMUM
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+
+
 def missingPackages() -> List[str]:
-    """Import names of the missing dependencies ("torch" first); empty when everything is there."""
-    missing = [] if _importable("torch") else ["torch"]
+    """Import names of the missing dependencies ("torch" first, also when older than TORCH_MINIMUM); empty
+    when everything is there."""
+    missing = [] if _importable("torch") and not _torchTooOld() else ["torch"]
     return missing + [module for _, module in REQUIREMENTS if not _importable(module)]
 
 
@@ -88,18 +102,27 @@ def _installTorch(askConfirmation: bool) -> Optional[str]:
 
 
 def ensureDependencies(askConfirmation: bool = True) -> bool:
-    """Make sure torch and the pinned packages import; ask before installing anything. True when ready.
+    """Make sure torch and the required packages import; ask before installing anything. True when ready.
 
-    In Slicer's testing mode nothing is asked (like PyTorchUtils). A message says what was installed and
-    whether Slicer must be restarted (only when an already-imported package was upgraded on the way).
+    In Slicer's testing mode nothing is installed (False when something is missing). A message says what was
+    installed and whether Slicer must be restarted (only when an already-imported package was upgraded on the
+    way); until then every later call says so again and returns False.
     """
+    global _restartRequired
+    if _restartRequired:
+        slicer.util.errorDisplay("MedTranslate: restart Slicer first; a package it had loaded was upgraded, and "
+                                 "running on the old one in memory would mix versions.")
+        return False
     if not missingPackages():
         return True
-    ask = askConfirmation and not _testing()
+    if _testing():  # Slicer's testing mode never installs anything: the test environment must provide it
+        logging.error("MedTranslate: missing " + ", ".join(missingPackages()) + " (not installed in testing mode)")
+        return False
+    ask = askConfirmation
     before = _installedVersions()
     installed: List[str] = []
 
-    if not _importable("torch"):
+    if not _importable("torch") or _torchTooOld():  # PyTorchUtils checks the requirement and upgrades
         version = _installTorch(ask)
         if version is None:
             logging.warning("MedTranslate: PyTorch was not installed")
@@ -135,4 +158,5 @@ def ensureDependencies(askConfirmation: bool = True) -> bool:
     logging.info(message)
     if ask:
         slicer.util.infoDisplay(message, windowTitle="MedTranslate")
+    _restartRequired = restart
     return not restart

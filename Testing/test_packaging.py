@@ -40,7 +40,7 @@ def cmake_set(path: Path, variable: str, substitutions: Dict[str, str] = None) -
     """The values of `set(variable ...)` in a CMakeLists.txt, with ${VAR} substituted from `substitutions`."""
     match = re.search(rf"\bset\(\s*{re.escape(variable)}\b(.*?)\)", _cmake_code(path), re.S)
     assert match, f"{path.relative_to(REPO)}: no set({variable} ...)"
-    values = [value.strip('"') for value in match.group(1).split()]
+    values = [quoted or bare for quoted, bare in re.findall(r'"([^"]*)"|(\S+)', match.group(1))]  # "a b" is one
     for name, replacement in (substitutions or {}).items():
         values = [value.replace("${" + name + "}", replacement) for value in values]
     return values
@@ -123,7 +123,7 @@ def test_root_cmakelists_is_a_slicer_extension() -> None:
         values = cmake_set(root, variable)
         assert values and values[0], f"{variable} is empty"
     assert cmake_set(root, "EXTENSION_DEPENDS") == ["PyTorch"]
-    assert cmake_set(root, "EXTENSION_CATEGORY")[0] in ("Filtering", "Utilities")
+    assert cmake_set(root, "EXTENSION_CATEGORY")[0] == "Image Synthesis"  # as the other synthesis extensions
     for url_variable in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         assert all(url.startswith("https://") for url in cmake_set(root, url_variable)), url_variable
     icon_url = cmake_set(root, "EXTENSION_ICONURL")[0]
@@ -140,7 +140,7 @@ def test_catalog_entry_has_the_required_keys() -> None:
     assert entry["$schema"].rstrip("#") == SLICER_SCHEMA
     assert entry["build_dependencies"] == ["PyTorch"]
     assert entry["build_subdirectory"] == "."
-    assert entry["category"] == cmake_set(REPO / "CMakeLists.txt", "EXTENSION_CATEGORY")[0].strip('"')
+    assert entry["category"] == cmake_set(REPO / "CMakeLists.txt", "EXTENSION_CATEGORY")[0]
     assert entry["scm_revision"] == "main"
     assert entry["scm_url"].startswith("https://")
     assert entry["tier"] == 1
@@ -188,7 +188,7 @@ def test_ui_parameter_bindings_match_the_parameter_node() -> None:
     expected = {"inputVolume", "outputVolume", "modelId", "device", "batchSize", "halfPrecision", "testTimeFlips",
                 "contextSlices"}
     assert expected <= set(fields)
-    assert "Minimum(1)" in fields["batchSize"]
+    assert "WithinRange(1, 512)" in fields["batchSize"]  # a Minimum alone lets the spin box reach 2^31-1
     bound: Dict[str, str] = {}
     for name, widget in widgets.items():
         for prop in widget.findall("property"):
@@ -327,3 +327,9 @@ def test_the_module_loads_in_real_slicer_python() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert hasattr(module, "MedTranslateWidget")
+
+
+def test_the_licence_the_index_asks_for_is_at_the_root_and_matches_pyproject():
+    licence = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in licence and "Version 2.0, January 2004" in licence
+    assert 'license = { text = "Apache-2.0" }' in (REPO / "pyproject.toml").read_text(encoding="utf-8")
