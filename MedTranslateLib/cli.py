@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the model packages found")
     models.add_argument("--json", action="store_true", help="print the cards as a JSON list")
+    models.add_argument("--available", action="store_true",
+                        help="list the catalogue's packages that `medtranslate pull` can download")
+
+    pull = commands.add_parser("pull", help="download a catalogue package into the user's model folder, verified")
+    pull.add_argument("model", help="model id (see `medtranslate models --available`)")
+    pull.add_argument("--base-url", default=None,
+                      help="where the packages are (default: $MEDTRANSLATE_MODEL_URL, else the catalogue's)")
 
     info = commands.add_parser("info", help="show a model's card")
     info.add_argument("model", help="model id or package path")
@@ -169,6 +176,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .registry import discover
 
     found, broken = discover()
+    if args.available:
+        return _available(found, args.json)
     cards = [card for _, (card, _) in sorted(found.items())]
     for path, reason in broken:  # listed, never in the way of the others
         print(printable(f"broken model package {path}: {reason}"), file=sys.stderr)
@@ -179,6 +188,34 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("no model packages found")
     for card in cards:
         print(card.summary())
+    return 0
+
+
+def _available(found: Dict[str, object], as_json: bool) -> int:
+    from .download import catalogue_base_url, read_catalogue
+
+    entries = read_catalogue()
+    if as_json:
+        print(json.dumps([dict(vars(entry), installed=entry.id in found) for entry in entries], indent=2))
+        return 0
+    print(f"from {catalogue_base_url()}:")
+    for entry in entries:
+        mark = "installed" if entry.id in found else f"{entry.size / 2**20:.1f} MiB"
+        print(printable(f"{entry.id} {entry.version}  ({mark})  {entry.summary}"))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .download import pull
+
+    with tqdm(total=0, unit="B", unit_scale=True, disable=None, file=sys.stderr, leave=False) as bar:
+        def update(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+        path = pull(args.model, base_url=args.base_url, progress=update)
+    print(f"installed {path} (SHA-256 verified)")
     return 0
 
 
@@ -250,8 +287,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                               args.redact_data)
 
 
-COMMANDS: Dict[str, Command] = {"translate": cmd_translate, "models": cmd_models, "info": cmd_info,
-                                "evaluate": cmd_evaluate, "demo": cmd_demo, "train": cmd_train,
+COMMANDS: Dict[str, Command] = {"translate": cmd_translate, "models": cmd_models, "pull": cmd_pull,
+                                "info": cmd_info, "evaluate": cmd_evaluate, "demo": cmd_demo, "train": cmd_train,
                                 "export": cmd_export}
 
 
