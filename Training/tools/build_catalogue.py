@@ -40,6 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "dist" / "models")
     parser.add_argument("--base-url", default=DEFAULT_BASE_URL)
+    parser.add_argument("--catalogue", type=Path, default=CATALOGUE_FILE, help="where to write the catalogue")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     models = []
@@ -51,9 +52,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         models.append({"id": card.id, "version": card.version, "file": target.name,
                        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "summary": card.summary()})
         print(f"{target.name}: {len(data) / 2**20:.1f} MiB")
-    CATALOGUE_FILE.write_text(json.dumps({"base_url": args.base_url, "models": models}, indent=2) + "\n",
+    args.catalogue.write_text(json.dumps({"base_url": args.base_url, "models": models}, indent=2) + "\n",
                               encoding="utf-8")
-    print(f"wrote {CATALOGUE_FILE.relative_to(REPO)} ({len(models)} models)")
+    print(f"wrote {args.catalogue} ({len(models)} models)")
     return 0
 
 
