@@ -1,0 +1,1 @@
+# Nothing: the stand-in Slicer has no extension description or packaging step.
