@@ -333,3 +333,20 @@ def test_the_licence_the_index_asks_for_is_at_the_root_and_matches_pyproject():
     licence = (REPO / "LICENSE").read_text(encoding="utf-8")
     assert "Apache License" in licence and "Version 2.0, January 2004" in licence
     assert 'license = { text = "Apache-2.0" }' in (REPO / "pyproject.toml").read_text(encoding="utf-8")
+
+
+def test_every_url_names_the_one_repository_set_in_cmake():
+    """The repository URL is set once, as EXTENSION_HOMEPAGE in CMakeLists.txt; the icon and screenshot URLs,
+    the Extensions Index entry, the module's help link and the model catalogue must name the same repository."""
+    import json
+
+    homepage = cmake_set(REPO / "CMakeLists.txt", "EXTENSION_HOMEPAGE")[0]
+    repository = homepage.split("#")[0].rstrip("/")
+    owner_and_name = repository.split("github.com/", 1)[1]
+    for variable in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        for url in cmake_set(REPO / "CMakeLists.txt", variable):
+            assert f"raw.githubusercontent.com/{owner_and_name}/" in url, url
+    assert json.loads((REPO / "MedTranslate.json").read_text())["scm_url"] == repository + ".git"
+    assert f'HOMEPAGE = "{repository}"' in MODULE_FILE.read_text(encoding="utf-8")
+    catalogue = json.loads((REPO / "MedTranslateLib" / "catalogue.json").read_text())
+    assert catalogue["base_url"].startswith(repository + "/releases/download/")
