@@ -31,6 +31,7 @@ test: setup data
 benchmark: setup data
 	$(PY) -m pip install --quiet --disable-pip-version-check "monai==1.6.1"
 	$(PY) Training/benchmarks/benchmark_translate.py
+	$(PY) Training/benchmarks/benchmark_peak.py
 	$(PY) Training/benchmarks/benchmark_precision.py
 	$(PY) Training/benchmarks/benchmark_scale.py
 
