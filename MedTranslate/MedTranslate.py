@@ -654,6 +654,15 @@ class MedTranslateTest(ScriptedLoadableModuleTest):
         ijkToRas[:3, 3] = [41.5, -27.25, -30.0]
         return slicer.util.addVolumeFromArray(values.astype(dtype), ijkToRas, name=name)
 
+    def _prepareCase(self):
+        """(logic, the first bundled model's card, an oblique input volume in its source modality, a copy of
+        the input's voxels)."""
+        logic = MedTranslateLogic()
+        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
+        card = self._firstBundledModel()
+        inputNode = self._obliqueVolume(card.source_modality)
+        return logic, card, inputNode, slicer.util.arrayFromVolume(inputNode).copy()
+
     @staticmethod
     def _ijkToRas(node):
         matrix = vtk.vtkMatrix4x4()
@@ -668,11 +677,7 @@ class MedTranslateTest(ScriptedLoadableModuleTest):
         from MedTranslateLib.node_translation import NodeTranslation
 
         self.delayDisplay("Starting the child-process translation test")
-        logic = MedTranslateLogic()
-        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
-        card = self._firstBundledModel()
-        inputNode = self._obliqueVolume(card.source_modality)
-        inputBefore = slicer.util.arrayFromVolume(inputNode).copy()
+        logic, card, inputNode, inputBefore = self._prepareCase()
         translation = NodeTranslation(inputNode, card.id, name="MedTranslateTest output",
                                       options={"device": "cpu", "batch_size": 4}, python=logic.pythonExecutable())
         stages, deadline = [], time.monotonic() + 300
@@ -693,11 +698,7 @@ class MedTranslateTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         self.delayDisplay("Starting the oblique-volume translation test")
-        logic = MedTranslateLogic()
-        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
-        card = self._firstBundledModel()
-        inputNode = self._obliqueVolume(card.source_modality)
-        inputBefore = slicer.util.arrayFromVolume(inputNode).copy()
+        logic, card, inputNode, inputBefore = self._prepareCase()
         matrixBefore = self._ijkToRas(inputNode)
         stages = []
 
@@ -726,11 +727,7 @@ class MedTranslateTest(ScriptedLoadableModuleTest):
 
         from MedTranslateLib import TranslationCancelled
 
-        logic = MedTranslateLogic()
-        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
-        card = self._firstBundledModel()
-        inputNode = self._obliqueVolume(card.source_modality)
-        inputBefore = slicer.util.arrayFromVolume(inputNode).copy()
+        logic, card, inputNode, inputBefore = self._prepareCase()
         with self.assertRaises(ValueError):
             logic.translate(inputNode, card.id, outputNode=inputNode)
         nodesBefore = slicer.mrmlScene.GetNumberOfNodes()

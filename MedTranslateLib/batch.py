@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import SimpleITK as sitk
 
+from .dicom_series import is_dicom_file
 from .errors import InputError, MedTranslateError
 from .volume import WRITE_EXTENSIONS, volume_extension
 
@@ -102,13 +103,8 @@ def _volume_files(folder: Path) -> List[Path]:
 
 
 def _dicom_files(folder: Path) -> bool:
-    """True when `folder` directly holds at least one DICOM file (the 'DICM' marker at byte 128)."""
-    for path in folder.iterdir():
-        if path.is_file():
-            with open(path, "rb") as stream:
-                if stream.read(132)[128:] == b"DICM":
-                    return True
-    return False
+    """True when `folder` directly holds at least one DICOM file."""
+    return any(path.is_file() and is_dicom_file(path) for path in folder.iterdir())
 
 
 def is_complete(case: Case) -> bool:

@@ -61,15 +61,17 @@ def _check_unread_files(folder: Path, series_files: Sequence[str]) -> None:
     """Refuse a folder with DICOM files (the 'DICM' marker) that no series took: truncated or damaged slices
     that GDCM skips without a word."""
     taken = {Path(file).resolve() for file in series_files}
-    unread = []
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.resolve() not in taken:
-            with open(path, "rb") as stream:
-                if stream.read(132)[128:] == b"DICM":
-                    unread.append(path.name)
+    unread = [path.name for path in sorted(folder.iterdir())
+              if path.is_file() and path.resolve() not in taken and is_dicom_file(path)]
     if unread:
         raise InputError(f"{folder}: {len(unread)} DICOM file(s) cannot be read (truncated or damaged?): "
                          f"{', '.join(unread[:5])}{' ...' if len(unread) > 5 else ''}")
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True when `path` carries the DICOM Part 10 marker ('DICM' at byte 128)."""
+    with open(path, "rb") as stream:
+        return stream.read(132)[128:] == b"DICM"
 
 
 def _check_slices(folder: Path, files: Sequence[str]) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, List, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -42,8 +42,9 @@ def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", b
     return _translate([image], model, device, batch_size, precision, tta, compile, progress, cancel)
 
 
-def _translate(held: List[sitk.Image], model: ModelLike, device: str, batch_size: int, precision: str, tta: bool,
-               compile: bool, progress: Optional[ProgressCallback], cancel: Any) -> sitk.Image:
+def _translate(held: List[sitk.Image], model: ModelLike, device: str = "auto", batch_size: int = 8,
+               precision: str = "auto", tta: bool = False, compile: bool = False,
+               progress: Optional[ProgressCallback] = None, cancel: Any = None) -> sitk.Image:
     """translate_image's work. The input comes in a list that this function empties, so that when the caller
     keeps no other reference (translate_file) the input is freed before the result is finished: the peak is
     the input during the passes, or the result, not both plus a copy."""
@@ -200,21 +201,11 @@ def translate_file(input_path: PathLike, output_path: PathLike, model: ModelLike
     model = load_model(model)
     progress: Optional[ProgressCallback] = options.get("progress")
     report(progress, "reading", 0, 1)
-    result = _translate([read_volume(input_path, series)], model, **_translate_options(options))  # the input
+    result = _translate([read_volume(input_path, series)], model, **options)  # the input
     # is held by nothing else, so it is freed before the result is finished
     report(progress, "writing", 0, 1)
     write_volume(result, output_path, protected=input_files(input_path))
     return result
-
-
-def _translate_options(options: Dict[str, Any]) -> Dict[str, Any]:
-    """translate_image's keyword options with its defaults filled in, for _translate; unknown ones refused."""
-    defaults = {"device": "auto", "batch_size": 8, "precision": "auto", "tta": False, "compile": False,
-                "progress": None, "cancel": None}
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise TypeError(f"translate_file got unexpected options: {', '.join(unknown)}")
-    return {**defaults, **options}
 
 
 def check_output_path(input_path: Path, output_path: Path) -> None:
