@@ -280,11 +280,13 @@ def test_build_network_defaults_are_the_constructors() -> None:
     assert sum(p.numel() for p in net.parameters()) == 11_365_633
 
 
-@pytest.mark.parametrize("in_channels", [1, 3])
-def test_residual_casnet_starts_as_identity_and_learns_the_correction(in_channels: int) -> None:
+@pytest.mark.parametrize("in_channels,upsample", [(1, "transpose"), (3, "transpose"), (1, "resize")])
+def test_residual_casnet_starts_as_identity_and_learns_the_correction(in_channels: int, upsample: str) -> None:
     torch.manual_seed(0)
-    net = build_network({"name": "casnet", "n_blocks": 2, "width": 4, "num_downs": 4, "residual": True},
-                        in_channels=in_channels)
+    net = build_network({"name": "casnet", "n_blocks": 2, "width": 4, "num_downs": 4, "residual": True,
+                         "upsample": upsample}, in_channels=in_channels)
+    if upsample == "resize":  # bilinear + 3x3 conv in every block: no transposed convolution left
+        assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
     x = torch.rand(2, in_channels, 32, 48) * 2 - 1
     with torch.no_grad():
         assert torch.equal(net(x), x[:, in_channels // 2 : in_channels // 2 + 1])

@@ -19,8 +19,9 @@ class CasNet(nn.Module):
     slice itself when neighbours give context), y_1 = y_0 + block_1(x) and
     y_k = y_(k-1) + block_k(y_(k-1)), so each block learns only a correction of the previous
     estimate. The output is not clamped (each correction lies in [-1, 1]). Every block's final
-    transposed conv starts at zero, so an untrained residual CasNet returns its input. Needs
-    out_channels 1.
+    up-convolution starts at zero, so an untrained residual CasNet returns its input. Needs
+    out_channels 1. `upsample`: "transpose" (the paper's) or "resize" (bilinear + 3x3 conv, no
+    checkerboard), as in UNetGenerator.
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class CasNet(nn.Module):
         norm: str = "batch",
         dropout: float = 0.0,
         residual: bool = False,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         if n_blocks < 1:
@@ -51,6 +53,7 @@ class CasNet(nn.Module):
                     num_downs=num_downs,
                     norm=norm,
                     dropout=dropout,
+                    upsample=upsample,
                 )
                 for i in range(n_blocks)
             )

@@ -1,4 +1,4 @@
-"""Native-resolution (1 mm) training subjects, SynthSeg/SynthSR style, for the MR contrast models.
+"""Native-resolution (1 mm) training subjects, SynthSeg/SynthSR style, for the MR contrast, CT and motion models.
 
 Each subject is a random 3D deformation (affine + smooth nonlinear: MedTranslateLib.simulate.deform) of a sharp
 1 mm head: the MNI ICBM152 2009a brain (GM/WM maps and the CSF inside its brain mask; nilearn's wheel, BSD-3,
@@ -14,9 +14,20 @@ plane), gamma 0.7-1.4, bias field, Rician noise up to 4 %, and thick slices (50 
 FWHM along a random axis).
 Targets, sharp and noise-free, from the same deformed maps with the literature values (MedTranslateLib.simulate,
 nominal BrainWeb tissues): spin-echo T2 (TR 4000 / TE 100 ms) and PD (TR 3000 / TE 15 ms), skull-stripped and
-cut like their input.
+cut like their input; and `ct`, a CT in HU (per-tissue HU of the subject, the skull's density varying smoothly
+in space; air where the input is stripped or cut).
 
-Layout: OUT/{train,test}/{t1,t2,pd}/<subject>.nii.gz on 1 mm grids cropped to each head; OUT/dataset.json
+Whole-head volumes of the same deformed subject (never skull-stripped; their own crop), drawn from a second
+random stream so that the volumes above stay as they were:
+- `ct_in` -> `t1_target` (CT -> T1): a CT with its own HU draw, thick slices (50 %: 1.5-5 mm along a random
+  axis), in-plane blur and noise of 3-20 HU; the target a sharp spin-echo T1 (TR 500 / TE 15 ms, nominal tissues);
+- `t1_motion` -> `t1_motion_target` (motion correction): a clean T1 of random contrast (spin-echo, random
+  per-tissue intensities, or the real 2009a brain set in the simulated head), gamma and bias field, shared by
+  target and input; the input moved in k-space (MedTranslateLib.simulate.motion: 2-6 moves of up to 6 degrees
+  and 6 mm, slices along a random axis, each slice its own moves or one history for all) with Rician noise up
+  to 3 %.
+
+Layout: OUT/{train,test}/<volume>/<subject>.nii.gz on 1 mm grids cropped to each head; OUT/dataset.json
 records every subject's draws. Test subjects use seeds disjoint from the training ones. A subject whose volumes
 all exist is kept (its draws read back from dataset.json), so a larger --subjects or --test adds only the new ones.
 
@@ -50,8 +61,12 @@ from MedTranslateLib.volume import write_volume  # noqa: E402
 DEFAULT_OUT = REPO / "Training" / "data" / "native"
 INPUT_KINDS = {"spin-echo": 0.4, "random": 0.4, "real": 0.2}
 TARGETS = ("t2", "pd")
+BRAIN_VOLUMES = ("t1",) + TARGETS + ("ct",)  # the skull-stripped or cut subject and its targets: one crop
+HEAD_VOLUMES = ("ct_in", "t1_target", "t1_motion", "t1_motion_target")  # the whole head: another crop
+MOTION = {"max_rotation_deg": 6.0, "max_shift_voxels": 6.0}  # 1 mm voxels: up to 6 mm between moves
 TEST_SEED_OFFSET = 10_000
 AIR = simulate.TISSUES.index("air")
+BONE = simulate.TISSUES.index("bone")
 
 
 @functools.lru_cache(maxsize=1)
@@ -104,8 +119,61 @@ def corrupt(image: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Di
     return simulate.rician_noise(image, draws["noise"] * top, rng), draws
 
 
+def ct_hu(tissues: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """(Z, Y, X) HU of (6, Z, Y, X) `tissues`: simulate.random_ct_hu per tissue, the skull's HU scaled by a smooth
+    field (exp of a N(0, 0.15) field: denser and thinner bone in places), and its draws."""
+    hu = simulate.random_ct_hu(rng)
+    soft = {name: (0.0 if name == "bone" else value) for name, value in hu.items()}
+    ct = simulate.pseudo_ct(tissues, soft)
+    ct += hu["bone"] * simulate.bias_field(ct.shape, rng, 0.15) * tissues[BONE]
+    return ct.astype(np.float32), hu
+
+
+def move_head(image: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """`image` (Z, Y, X) acquired as slices along a random axis with rigid motion in k-space: each slice its own
+    2-6 moves, or (50 %) one history for all slices (interleaved multi-slice)."""
+    axis = int(rng.integers(0, 3))
+    slices = np.moveaxis(image, axis, 0)
+    if rng.random() < 0.5:
+        moved, kind = simulate.slicewise_motion(slices, rng, (2, 6), **MOTION), "each slice"
+    else:
+        events = simulate.random_motion(rng, int(rng.integers(2, 7)), **MOTION)
+        moved, kind = simulate.kspace_motion(slices, events, phase_axis=int(rng.integers(0, 2))), "one history"
+    return np.moveaxis(moved, 0, axis), {"slice_axis": axis, "motion": kind}
+
+
+def head_volumes(deformed: np.ndarray, brain: np.ndarray, real_t1: np.ndarray, keep: np.ndarray,
+                 rng: np.random.Generator) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """The whole-head pairs (HEAD_VOLUMES) of one deformed subject: (6, Z, Y, X) tissues, its deformed brain mask
+    and real 2009a T1, and its field of view `keep` (all (Z, Y, X)); and their draws."""
+    ct, hu = ct_hu(deformed, rng)
+    draws: Dict[str, Any] = {"ct_hu": hu, "ct_noise_hu": float(rng.uniform(3.0, 20.0))}
+    widths = [0.0] + [float(rng.uniform(0.0, 0.8))] * 2
+    if rng.random() < 0.5:
+        axis = int(rng.integers(0, 3))
+        widths[axis] = float(rng.uniform(1.5, 5.0))
+        draws.update(ct_thick_axis=axis, ct_thick_fwhm_mm=widths[axis])
+    ct = simulate.blur_resolution(ct, widths) + rng.normal(0.0, draws["ct_noise_hu"], ct.shape).astype(np.float32)
+    volumes = {"ct_in": np.clip(np.where(keep > 0.5, ct, -1000.0), -1024.0, 3071.0),
+               "t1_target": simulate.mr_spin_echo(deformed, simulate.nominal_mr(), *simulate.SEQUENCES["T1"]) * keep}
+    kind = str(rng.choice(list(INPUT_KINDS), p=list(INPUT_KINDS.values())))
+    clean, contrast = t1_contrast("spin-echo" if kind == "real" else kind, deformed, rng)
+    if kind == "real":  # the real 2009a brain, its white matter at the simulated white matter's level
+        white = deformed[simulate.TISSUES.index("wm")] > 0.9
+        scale = float(np.median(clean[white]) / max(np.median(real_t1[white]), 1e-6))
+        clean = clean * (1.0 - brain) + real_t1 * scale * brain
+    draws.update(motion_input=kind, motion_contrast=contrast, motion_gamma=float(rng.uniform(0.75, 1.35)),
+                 motion_bias=float(rng.uniform(0.0, 0.15)), motion_noise=float(rng.uniform(0.0, 0.03)))
+    clean = simulate.gamma(np.clip(clean, 0.0, None), draws["motion_gamma"]) * keep
+    clean = clean * simulate.bias_field(clean.shape, rng, draws["motion_bias"])
+    moved, motion = move_head(clean, rng)
+    volumes["t1_motion_target"] = clean
+    volumes["t1_motion"] = simulate.rician_noise(moved, draws["motion_noise"] * float(np.percentile(moved, 99.5)), rng)
+    return volumes, {**draws, **motion}
+
+
 def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
-    """Input `t1` and targets `t2`, `pd` of one subject as (Z, Y, X) float32 on the 2009a grid, and its draws."""
+    """One subject's volumes (BRAIN_VOLUMES, HEAD_VOLUMES) as (Z, Y, X) float32 on the 2009a grid, and its draws."""
     _, tissues, brain, real_t1 = load_anatomy()
     rng = np.random.default_rng(seed)
     coordinates = random_deformation(brain.shape, rng)
@@ -124,9 +192,17 @@ def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str,
     source, corruption = corrupt(np.clip(clean, 0.0, None) * keep, rng)
     volumes = {"t1": source}
     for target in TARGETS:
-        volumes[target] = simulate.mr_spin_echo(deformed, simulate.nominal_mr(), *simulate.SEQUENCES[target.upper()]) * keep
+        sequence = simulate.SEQUENCES[target.upper()]
+        volumes[target] = simulate.mr_spin_echo(deformed, simulate.nominal_mr(), *sequence) * keep
+    extra = np.random.default_rng([seed, 1])  # the streams above stay as they were before these volumes existed
+    ct, hu = ct_hu(deformed, extra)
+    volumes["ct"] = np.where(keep > 0.5, ct, -1000.0).astype(np.float32)
+    fov = field_of_view(brain.shape, extra)[0]
+    head, head_draws = head_volumes(deformed, np.clip(deform(brain, coordinates), 0.0, 1.0),
+                                    deform(real_t1, coordinates), fov, extra)
+    volumes.update(head)
     draws = {"name": name, "seed": seed, "input": kind, "skull_stripped": stripped, "contrast": contrast,
-             "corruption": corruption, **cut}
+             "corruption": corruption, **cut, "ct_hu": hu, "head": head_draws}
     return volumes, draws
 
 
@@ -141,13 +217,14 @@ def head_box(volume: np.ndarray, margin: int = 4) -> Tuple[slice, ...]:
 def write_subject(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     grid = load_anatomy()[0]
     volumes, draws = make_subject(name, seed)
-    box = head_box(volumes["t2"] + volumes["t1"])
-    origin = grid.TransformIndexToPhysicalPoint([box[2].start, box[1].start, box[0].start])
+    boxes = {key: head_box(volumes["t2"] + volumes["t1"]) for key in BRAIN_VOLUMES}
+    boxes.update({key: head_box(volumes["t1_target"] + volumes["t1_motion_target"]) for key in HEAD_VOLUMES})
     for key, array in volumes.items():
+        box = boxes[key]
         image = sitk.GetImageFromArray(np.ascontiguousarray(array[box], dtype=np.float32))
         image.SetSpacing(grid.GetSpacing())
         image.SetDirection(grid.GetDirection())
-        image.SetOrigin(origin)
+        image.SetOrigin(grid.TransformIndexToPhysicalPoint([box[2].start, box[1].start, box[0].start]))
         folder = out / split / key
         folder.mkdir(parents=True, exist_ok=True)
         write_volume(image, folder / f"{name}.nii.gz")
@@ -167,7 +244,7 @@ def main() -> int:
     done = {entry["name"]: entry for entry in
             (json.loads(listed.read_text(encoding="utf-8"))["plan"] if listed.is_file() else [])
             if all((args.out / entry["split"] / key / f"{entry['name']}.nii.gz").is_file()
-                   for key in ("t1",) + TARGETS)}
+                   for key in BRAIN_VOLUMES + HEAD_VOLUMES)}
     todo = [job for job in jobs if job[1] not in done]
     start = time.time()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
