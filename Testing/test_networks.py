@@ -280,12 +280,12 @@ def test_build_network_defaults_are_the_constructors() -> None:
     assert sum(p.numel() for p in net.parameters()) == 11_365_633
 
 
-@pytest.mark.parametrize("in_channels,upsample", [(1, "transpose"), (3, "transpose"), (1, "resize")])
+@pytest.mark.parametrize("in_channels,upsample", [(1, "transpose"), (3, "transpose"), (1, "pixelshuffle")])
 def test_residual_casnet_starts_as_identity_and_learns_the_correction(in_channels: int, upsample: str) -> None:
     torch.manual_seed(0)
     net = build_network({"name": "casnet", "n_blocks": 2, "width": 4, "num_downs": 4, "residual": True,
                          "upsample": upsample}, in_channels=in_channels)
-    if upsample == "resize":  # bilinear + 3x3 conv in every block: no transposed convolution left
+    if upsample == "pixelshuffle":  # sub-pixel convs in every block: no transposed convolution left
         assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
     x = torch.rand(2, in_channels, 32, 48) * 2 - 1
     with torch.no_grad():
@@ -345,3 +345,34 @@ def test_folding_batch_norms_keeps_the_output_and_the_original(spec: dict) -> No
 def test_folding_leaves_networks_without_batch_norm_alone() -> None:
     net = build_network({"name": "resnet", "width": 4, "n_blocks": 1, "norm": "instance"}, in_channels=1)
     assert fold_batch_norms(net) is net
+
+
+def test_resize_upsampling_is_band_limited_and_pixelshuffle_is_not() -> None:
+    """Fitting a pixel-level random image: the U-Net's outermost decoder works on a half-resolution grid, so with
+    bilinear + conv ("resize") its output cannot hold detail at the full resolution; sub-pixel convolution can."""
+    final = {}
+    for upsample in ("resize", "pixelshuffle"):
+        torch.manual_seed(0)
+        net = build_network({"name": "unet", "width": 8, "num_downs": 4, "norm": "none", "upsample": upsample},
+                            in_channels=1)
+        x = torch.rand(2, 1, 32, 32) * 2 - 1
+        optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for _ in range(80):
+            loss = (net(x) - x * 0.9).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        final[upsample] = loss.item()
+    assert final["pixelshuffle"] < 0.5 * final["resize"], final
+
+
+def test_icnr_starts_as_nearest_neighbour_upsampling() -> None:
+    """A sub-pixel conv with ICNR gives each 2x2 output block one value: no checkerboard at the start."""
+    from MedTranslateLib.networks.unet import up_layers
+
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(*up_layers(3, 2, "pixelshuffle"))
+    y = layers(torch.randn(1, 3, 8, 8))
+    assert y.shape == (1, 2, 16, 16)
+    blocks = y.reshape(1, 2, 8, 2, 8, 2)
+    assert torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks))

@@ -9,17 +9,39 @@ from torch import nn
 from .norm import conv_bias, make_norm
 
 FINAL_ACTIVATIONS = ("tanh", "none")
-UPSAMPLING = ("transpose", "resize")  # 4x4 stride-2 transposed convs (pix2pix), or bilinear x2 then a 3x3 conv
+# 4x4 stride-2 transposed convs (pix2pix); bilinear x2 then a 3x3 conv; or a 3x3 conv to 4x the channels then
+# pixel shuffle, initialised as nearest-neighbour upsampling (ICNR)
+UPSAMPLING = ("transpose", "resize", "pixelshuffle")
+
+
+def icnr_(conv: nn.Conv2d, factor: int = 2) -> None:
+    """ICNR initialisation (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution"): the
+    factor² sub-pixel filters of every output channel start equal, so conv + PixelShuffle(factor) begins as a
+    conv followed by nearest-neighbour upsampling (no checkerboard), and learns sub-pixel detail from there."""
+    groups = factor * factor
+    base = torch.empty(conv.out_channels // groups, *conv.weight.shape[1:])
+    nn.init.kaiming_normal_(base, a=0.2)
+    with torch.no_grad():
+        conv.weight.copy_(base.repeat_interleave(groups, dim=0))
+        if conv.bias is not None:
+            conv.bias.copy_(torch.zeros(conv.out_channels // groups).repeat_interleave(groups))
 
 
 def up_layers(in_channels: int, out_channels: int, upsample: str, bias: bool = True) -> List[nn.Module]:
     """The decoder's x2 upsampling: (B,in,H,W) -> (B,out,2H,2W). "resize" (bilinear then 3x3 conv) has no
-    checkerboard artefacts (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts", Distill)."""
+    checkerboard artefacts (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts", Distill) but cannot
+    make detail finer than its input's grid: at the outermost level the output is band-limited to half the
+    image's resolution. "pixelshuffle" (sub-pixel conv, ICNR) starts without checkerboard and keeps the full
+    resolution."""
     if upsample == "transpose":
         return [nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)]
     if upsample == "resize":
         return [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
                 nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)]
+    if upsample == "pixelshuffle":
+        conv = nn.Conv2d(in_channels, out_channels * 4, kernel_size=3, padding=1, bias=bias)
+        icnr_(conv)
+        return [conv, nn.PixelShuffle(2)]
     raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, not '{upsample}'")
 
 
@@ -116,8 +138,8 @@ class UNetGenerator(nn.Module):
         return self.model(x)
 
     def final_conv(self) -> nn.Module:
-        """The outermost up-convolution, whose output the final Tanh squashes."""
-        return self.model.model[-2]
+        """The outermost up-convolution, whose output the final Tanh squashes (after the pixel shuffle, if any)."""
+        return next(m for m in reversed(self.model.model) if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
 
 
 class DoubleConv(nn.Sequential):
