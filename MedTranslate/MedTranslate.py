@@ -88,7 +88,7 @@ class MedTranslateParameterNode:
     modelId - the model package id (MedTranslateLib.list_models()).
     device - "auto", "cpu", "cuda:N" or "mps".
     batchSize - slices per batch.
-    halfPrecision - bf16/fp16 autocast on a GPU.
+    halfPrecision - bf16/fp16 autocast where the device has it (CUDA; CPUs with native bf16); off: fp32.
     testTimeFlips - average with left-right flipped slices.
     contextSlices - neighbouring slices on each side the selected model sees (read-only, from its card).
     outputOpacity - foreground opacity of the output over the input in the slice views.
@@ -201,6 +201,10 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job: Optional[Dict[str, Any]] = None
         self._shownOutput: Any = None  # the last result shown as foreground (the opacity slider's target)
         self._timer = None
+        # a running model download (MedTranslateLib.runner.TranslationProcess) and its model id, or None
+        self._download: Any = None
+        self._downloadId = ""
+        self._downloadTimer = None
 
     # --- set-up and tear-down ---
 
@@ -216,6 +220,9 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self._pollWorker)
+        self._downloadTimer = qt.QTimer()
+        self._downloadTimer.setInterval(self.POLL_INTERVAL_MS)
+        self._downloadTimer.connect("timeout()", self._pollDownload)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -224,7 +231,9 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
         self.ui.deviceSelector.connect("currentIndexChanged(int)", self.onDeviceSelected)
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
+        self.ui.downloadButton.connect("clicked(bool)", self.onDownloadButton)
         self.ui.progressBar.hide()
+        self.ui.downloadProgressBar.hide()
         self._fillDevices([("auto", _("Auto")), ("cpu", _("CPU"))])
 
         self.initializeParameterNode()
@@ -235,6 +244,12 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._abandonJob()  # reloading the module ends a running child and removes its temporary folder
         if self._timer is not None:
             self._timer.stop()
+        if self._download is not None:  # the child removes its partial file when it is terminated
+            self._download.cancel()
+            self._download.wait(timeout=2.0)
+            self._download = None
+        if self._downloadTimer is not None:
+            self._downloadTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -311,6 +326,7 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._updatingGui = False
         self._fillDevices(devices)
+        self._fillAvailable()
         if not cards:
             self._setStatus(_("No models found. Add model packages to ~/.medtranslate/models or a folder named "
                               "in MEDTRANSLATE_MODEL_PATH."))
@@ -320,6 +336,74 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._syncSelectors()
         self._checkCanApply()
         return True
+
+    def _fillAvailable(self) -> None:
+        """The catalogue's models that are not installed, in the download section."""
+        if self._download is not None:
+            return
+        try:
+            entries = self.logic.availableDownloads()
+        except Exception as error:  # an unreadable catalogue must not stop the rest of the panel
+            logging.exception("MedTranslate: reading the model catalogue failed")
+            entries, message = [], _("The model catalogue cannot be read: {error}").format(error=error)
+        else:
+            message = "" if entries else _("Every model of the catalogue is installed.")
+        self.ui.availableSelector.clear()
+        for entry in entries:
+            self.ui.availableSelector.addItem(f"{entry.id} {entry.version}  ({entry.size / 2**20:.1f} MiB)", entry.id)
+            self.ui.availableSelector.setItemData(self.ui.availableSelector.count - 1, entry.summary,
+                                                  qt.Qt.ToolTipRole)
+        self.ui.downloadButton.enabled = bool(entries)
+        self.ui.downloadStatusLabel.text = message
+
+    def onDownloadButton(self) -> None:
+        """Download the selected catalogue model in a child process, or cancel the running download."""
+        if self._download is not None:
+            self._download.cancel()
+            self.ui.downloadButton.enabled = False
+            self.ui.downloadStatusLabel.text = _("Cancelling\u2026")
+            return
+        modelId = self.ui.availableSelector.currentData
+        if not modelId:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not start the download."), waitCursor=True):
+            self._download, self._downloadId = self.logic.startDownload(modelId), modelId
+            self.ui.downloadButton.text = _("Cancel download")
+            self.ui.availableSelector.enabled = False
+            self.ui.downloadProgressBar.maximum = 0
+            self.ui.downloadProgressBar.show()
+            self.ui.downloadStatusLabel.text = _("Downloading {model}\u2026").format(model=modelId)
+            self._downloadTimer.start()
+
+    def _pollDownload(self) -> None:
+        """Main thread, every POLL_INTERVAL_MS: the download's progress; at its end, the model list refreshed."""
+        if self._download is None:
+            return
+        progress = [e for e in self._download.poll() if e.get("event") == "progress"]
+        if progress and progress[-1].get("total"):
+            done, total = int(progress[-1]["done"]), int(progress[-1]["total"])
+            self.ui.downloadProgressBar.maximum = 1000
+            self.ui.downloadProgressBar.value = int(1000 * done / total)
+            self.ui.downloadProgressBar.format = f"{done / 2**20:.1f} / {total / 2**20:.1f} MiB (%p%)"
+        if not self._download.state.finished:
+            return
+        self._downloadTimer.stop()
+        state, modelId = self._download.state, self._downloadId
+        self._download, self._downloadId = None, ""
+        self.ui.downloadProgressBar.hide()
+        self.ui.downloadButton.text = _("Download")
+        self.ui.availableSelector.enabled = True
+        if state.succeeded:
+            self.refreshModelsAndDevices()
+            if self._parameterNode is not None and modelId in self._cards:
+                self._parameterNode.modelId = modelId
+            self.ui.downloadStatusLabel.text = _("Installed {model} (SHA-256 verified).").format(model=modelId)
+        else:
+            self._fillAvailable()
+            self.ui.downloadStatusLabel.text = (_("Download cancelled; nothing was installed.") if state.cancelled
+                                                else _("Download failed: {error}").format(error=state.failure()))
+            if not state.cancelled:
+                logging.error("MedTranslate: the download process said:\n" + state.stderr)
 
     def _fillDevices(self, devices: List[Any]) -> None:
         self._updatingGui = True
@@ -578,6 +662,24 @@ class MedTranslateLogic(ScriptedLoadableModuleLogic):
         logging.info(f"MedTranslate: {inputNode.GetName()} -> {outputNode.GetName()} "
                      f"in {time.monotonic() - started:.1f} s")
         return outputNode
+
+    @staticmethod
+    def availableDownloads() -> List[Any]:
+        """The catalogue's entries (MedTranslateLib.download.CatalogueEntry) whose model is not installed."""
+        import MedTranslateLib
+        from MedTranslateLib.download import read_catalogue
+
+        installed = {card.id for card in MedTranslateLib.list_models()}
+        return [entry for entry in read_catalogue() if entry.id not in installed]
+
+    def startDownload(self, modelId: str):
+        """Download catalogue model `modelId` into the user's model folder in a child process (PythonSlicer),
+        verified against the catalogue's SHA-256: a MedTranslateLib.runner.TranslationProcess to poll."""
+        from MedTranslateLib.node_translation import child_environment
+        from MedTranslateLib.runner import TranslationProcess, pull_command
+
+        return TranslationProcess(pull_command(modelId, python=self.pythonExecutable()), env=child_environment(),
+                                  task="download")
 
     @staticmethod
     def pythonExecutable() -> str:

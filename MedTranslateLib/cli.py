@@ -41,11 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print the cards as a JSON list")
     models.add_argument("--available", action="store_true",
                         help="list the catalogue's packages that `medtranslate pull` can download")
+    models.add_argument("--catalogue", type=Path, default=None,
+                        help="a catalogue JSON to list with --available (default: the library's)")
 
     pull = commands.add_parser("pull", help="download a catalogue package into the user's model folder, verified")
     pull.add_argument("model", help="model id (see `medtranslate models --available`)")
     pull.add_argument("--base-url", default=None,
                       help="where the packages are (default: $MEDTRANSLATE_MODEL_URL, else the catalogue's)")
+    pull.add_argument("--catalogue", type=Path, default=None,
+                      help="a catalogue JSON, e.g. a mirror's (default: the library's)")
+    pull.add_argument("--progress", choices=["bar", "jsonl"], default="bar",
+                      help="bar: a progress bar on terminals; jsonl: one JSON event per line on stdout")
 
     info = commands.add_parser("info", help="show a model's card")
     info.add_argument("model", help="model id or package path")
@@ -177,7 +183,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     found, broken = discover()
     if args.available:
-        return _available(found, args.json)
+        return _available(found, args.json, args.catalogue)
     cards = [card for _, (card, _) in sorted(found.items())]
     for path, reason in broken:  # listed, never in the way of the others
         print(printable(f"broken model package {path}: {reason}"), file=sys.stderr)
@@ -191,14 +197,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _available(found: Dict[str, object], as_json: bool) -> int:
+def _available(found: Dict[str, object], as_json: bool, catalogue: Optional[Path]) -> int:
     from .download import catalogue_base_url, read_catalogue
 
-    entries = read_catalogue()
+    entries = read_catalogue(catalogue)
     if as_json:
         print(json.dumps([dict(vars(entry), installed=entry.id in found) for entry in entries], indent=2))
         return 0
-    print(f"from {catalogue_base_url()}:")
+    print(f"from {catalogue_base_url(catalogue)}:")
     for entry in entries:
         mark = "installed" if entry.id in found else f"{entry.size / 2**20:.1f} MiB"
         print(printable(f"{entry.id} {entry.version}  ({mark})  {entry.summary}"))
@@ -210,11 +216,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     from .download import pull
 
+    if args.progress == "jsonl":
+        path = pull(args.model, base_url=args.base_url, catalogue=args.catalogue,
+                    progress=progress_jsonl.download_reporter())
+        progress_jsonl.emit("done", output=str(path))
+        return 0
     with tqdm(total=0, unit="B", unit_scale=True, disable=None, file=sys.stderr, leave=False) as bar:
         def update(done: int, total: int) -> None:
             bar.total, bar.n = total, done
             bar.refresh()
-        path = pull(args.model, base_url=args.base_url, progress=update)
+        path = pull(args.model, base_url=args.base_url, catalogue=args.catalogue, progress=update)
     print(f"installed {path} (SHA-256 verified)")
     return 0
 

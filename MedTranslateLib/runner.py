@@ -4,7 +4,8 @@ Slicer's main thread holds the GIL while Qt waits for events, so Python threads 
 ITK or torch would also take Slicer down. The work therefore runs in `python -m MedTranslateLib.cli translate
 ... --progress jsonl` (Slicer's PythonSlicer, or `sys.executable` elsewhere), and the caller polls this object
 from a timer: `poll()` never blocks (the pipes are non-blocking), returns the new events, and notices the end.
-`cancel()` ends the child and everything it started (its own process group) at once.
+`cancel()` ends the child and everything it started (its own process group) at once. The module's model
+downloads (`medtranslate pull ID --progress jsonl`, `pull_command`) run the same way.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class RunnerState:
     stderr: str = ""
     exit_code: Optional[int] = None
     cancelled: bool = False
+    task: str = "translation"  # what the child does, in messages: "translation", "download"
 
     @property
     def finished(self) -> bool:
@@ -45,16 +47,16 @@ class RunnerState:
         """One line for the user: the child's error event, else its last stderr line, else how it died."""
         errors = [e for e in self.events if e.get("event") == "error"]
         if errors:
-            return str(errors[-1].get("message", "the translation failed"))
+            return str(errors[-1].get("message", f"the {self.task} failed"))
         if self.cancelled:
             return "cancelled"
         lines = [line for line in self.stderr.splitlines() if line.strip()]
         if self.exit_code is not None and self.exit_code < 0:
             name = signal.Signals(-self.exit_code).name if -self.exit_code in signal.valid_signals() else "a signal"
-            return f"the translation process crashed ({name})" + (f": {lines[-1]}" if lines else "")
+            return f"the {self.task} process crashed ({name})" + (f": {lines[-1]}" if lines else "")
         if lines:
             return lines[-1].replace("medtranslate: error: ", "").replace("medtranslate: failed: ", "")
-        return f"the translation process ended with status {self.exit_code} without a result"
+        return f"the {self.task} process ended with status {self.exit_code} without a result"
 
 
 def translate_command(input_path: Path, output_path: Path, model: str, options: Dict[str, Any],
@@ -71,12 +73,24 @@ def translate_command(input_path: Path, output_path: Path, model: str, options: 
     return command
 
 
+def pull_command(model_id: str, base_url: Optional[str] = None, catalogue: Optional[Path] = None,
+                 python: Optional[str] = None) -> List[str]:
+    """The child's command line for downloading a catalogue package, with JSON progress ("downloading" events)."""
+    command = [python or sys.executable, "-m", "MedTranslateLib.cli", "pull", model_id, "--progress", "jsonl"]
+    if base_url:
+        command += ["--base-url", base_url]
+    if catalogue:
+        command += ["--catalogue", str(catalogue)]
+    return command
+
+
 class TranslationProcess:
-    """One child translation: start it, `poll()` it from a timer, `cancel()` it; `state` holds what it said."""
+    """One child process of the library's CLI (a translation, or a download with `task="download"`): start it,
+    `poll()` it from a timer, `cancel()` it; `state` holds what it said."""
 
     def __init__(self, command: Sequence[str], env: Optional[Dict[str, str]] = None,
-                 cwd: Optional[Path] = None) -> None:
-        self.state = RunnerState()
+                 cwd: Optional[Path] = None, task: str = "translation") -> None:
+        self.state = RunnerState(task=task)
         self._buffers = {"stdout": b"", "stderr": b""}
         self._kill_at: Optional[float] = None
         self.process = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

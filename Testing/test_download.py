@@ -147,3 +147,32 @@ def test_the_shipped_catalogue_matches_the_bundled_packages_zipped():
         assert rebuilt.read_text() == shipped, "catalogue.json is stale: run Training/tools/build_catalogue.py"
         for entry in entries.values():
             assert hashlib.sha256((Path(out) / entry.file).read_bytes()).hexdigest() == entry.sha256
+
+
+def test_a_download_in_a_child_process_reports_progress_and_fails_in_one_line(published, tmp_path):
+    """The module's Download button: `medtranslate pull --progress jsonl` in a child, polled like a translation."""
+    from MedTranslateLib.node_translation import child_environment
+    from MedTranslateLib.runner import TranslationProcess, pull_command
+
+    server, catalogue, folder = published
+    env = child_environment()
+    env["MEDTRANSLATE_HOME"] = str(folder.parent)
+    child = TranslationProcess(pull_command("tiny-test-model", server.url, catalogue), env=env, task="download")
+    state = child.wait(timeout=60)
+    assert state.succeeded, state.stderr
+    progress = [e for e in state.events if e["event"] == "progress"]
+    assert progress and {e["stage"] for e in progress} == {"downloading"}
+    assert progress[-1]["done"] == progress[-1]["total"] == (folder / "tiny-test-model-1.0.0.zip").stat().st_size
+    assert state.events[-1] == {"event": "done", "output": str(folder / "tiny-test-model-1.0.0.zip")}
+
+    data = json.loads(catalogue.read_text())
+    data["models"][0]["sha256"] = "0" * 64
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps(data))
+    other = tmp_path / "other"
+    env["MEDTRANSLATE_HOME"] = str(other)
+    failed = TranslationProcess(pull_command("tiny-test-model", server.url, wrong), env=env, task="download")
+    state = failed.wait(timeout=60)
+    assert state.exit_code != 0 and not state.succeeded
+    assert "is not the catalogue's" in state.failure() and "\n" not in state.failure()
+    assert not (other / "models").exists() or list((other / "models").iterdir()) == []
