@@ -257,25 +257,55 @@ def selection_note(training: Dict[str, Any]) -> str:
             + (f" ({held})" if held else ""))
 
 
-def native_training_notes(training: Dict[str, Any]) -> Dict[str, Any]:
+def native_simulation(model: ShippedModel, dataset: Dict[str, Any]) -> str:
+    """What the model's pairs in the 1 mm set are (Training/data/prepare_native_data.py), with their counts."""
+    train = [s for s in dataset["plan"] if s["split"] == "train"]
+    anatomy = (f"{dataset['subjects']} training subjects, each a random 3D deformation (rotations up to 12 deg, scale "
+               "10 %, shear, smooth nonlinear displacement) of that sharp 1 mm head. ")
+    if model.source == "ct_in":
+        thick = sum(1 for s in train if "ct_thick_axis" in s.get("head", {}))
+        return anatomy + ("CT inputs of the whole head (never skull-stripped; partial field of view 20 %): HU per "
+                          "tissue with the subject's own draw (GM/WM/CSF +-3 HU, skull 900-1600 HU scaled by a smooth "
+                          f"field of +-15 %, scalp -60..40 HU), thick slices in {thick} of them (1.5-5 mm along a "
+                          "random axis), in-plane blur up to 0.8 mm, noise of 3-20 HU. Targets sharp and noise-free "
+                          "from the same deformed maps: spin-echo T1 (TR 500 / TE 15 ms) with BrainWeb's tissue "
+                          "values (TPM-based).")
+    if model.source == "t1_motion":
+        kinds = {kind: sum(1 for s in train if s.get("head", {}).get("motion_input") == kind)
+                 for kind in ("spin-echo", "random", "real")}
+        return anatomy + ("Clean T1 of the whole head with a random contrast per subject "
+                          f"({kinds['spin-echo']} spin-echo with jittered relaxation times, {kinds['random']} random "
+                          f"per-tissue intensities, {kinds['real']} the real 2009a brain in the simulated head), "
+                          "gamma 0.75-1.35 and a bias field, shared by target and input; the input moved in k-space: "
+                          "slices along a random axis, 2-6 rigid moves of up to 6 deg and 6 mm, each slice its own "
+                          "moves or one history for all, Rician noise up to 3 %. The target is the clean T1.")
+    inputs = {kind: sum(1 for s in train if s["input"] == kind) for kind in ("spin-echo", "random", "real")}
+    t1_inputs = (f"T1 inputs randomised: {inputs['spin-echo']} spin-echo T1 (BrainWeb relaxation times jittered 15 %, "
+                 f"TR 350-800 / TE 8-25 ms), {inputs['random']} random T1-like intensities per tissue, "
+                 f"{inputs['real']} the real 2009a T1 itself; skull-stripped (always for the real T1, else 30 %), "
+                 "partial field of view (20 %), gamma, bias field, Rician noise up to 4 %, thick slices (50 %: "
+                 "1.5-6 mm blur along a random axis). ")
+    if model.target == "ct":
+        return anatomy + t1_inputs + ("Targets noise-free CT in HU from the same deformed maps: HU per tissue with "
+                                      "the subject's own draw (GM/WM/CSF +-3 HU, skull 900-1600 HU scaled by a "
+                                      "smooth field of +-15 %, scalp -60..40 HU); air where the input is "
+                                      "skull-stripped or cut.")
+    return anatomy + t1_inputs + ("Targets sharp and noise-free from the same deformed maps: spin-echo T2 "
+                                  "(TR 4000 / TE 100 ms) and PD (TR 3000 / TE 15 ms) with BrainWeb's tissue values "
+                                  "(TPM-based).")
+
+
+def native_training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, Any]:
     """The card's data provenance, simulation and split of a model trained on the 1 mm set."""
     dataset = json.loads((NATIVE_DATA / "dataset.json").read_text(encoding="utf-8"))
-    inputs = {kind: sum(1 for s in dataset["plan"] if s["split"] == "train" and s["input"] == kind)
-              for kind in ("spin-echo", "random", "real")}
+    real = {"t1": "No real T2, PD or CT of any subject was used.", "ct_in": "No real CT or MR pair was used.",
+            "t1_motion": "No real motion-corrupted scan was used."}[model.source]
     return {
         "data": ("MNI ICBM152 2009a T1 and its GM/WM probability maps (1 mm; PyPI nilearn==0.14.1, BSD-3, template "
                  "under MNI's permissive notice) for the brain; SPM's TPM tissue maps (PyPI "
                  "spm-runtime-R2025b==25.1.2.post4, GPL-2) for CSF outside the brain, bone, scalp and air; "
-                 "prepared by Training/data/prepare_native_data.py. No real T2 of any subject was used."),
-        "simulation": (f"{dataset['subjects']} training subjects, each a random 3D deformation (rotations up to "
-                       "12 deg, scale 10 %, shear, smooth nonlinear displacement) of that sharp 1 mm head; T1 inputs "
-                       f"randomised: {inputs['spin-echo']} spin-echo T1 (BrainWeb relaxation times jittered 15 %, "
-                       f"TR 350-800 / TE 8-25 ms), {inputs['random']} random T1-like intensities per tissue, "
-                       f"{inputs['real']} the real 2009a T1 itself; skull-stripped (always for the real T1, else "
-                       "30 %), partial field of view (20 %), gamma, bias field, Rician noise up to 4 %, thick slices "
-                       "(50 %: 1.5-6 mm blur along a random axis). Targets sharp and noise-free from the same "
-                       "deformed maps: spin-echo T2 (TR 4000 / TE 100 ms) and PD (TR 3000 / TE 15 ms) with "
-                       "BrainWeb's tissue values (TPM-based)."),
+                 f"prepared by Training/data/prepare_native_data.py. {real}"),
+        "simulation": native_simulation(model, dataset),
         "split": (f"training: {dataset['subjects']} subjects (the last two by name validate and choose the "
                   f"checkpoint); held out: {dataset['test']} subjects drawn with seeds never trained on"
                   + selection_note(training)),
@@ -285,7 +315,7 @@ def native_training_notes(training: Dict[str, Any]) -> Dict[str, Any]:
 
 def training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, Any]:
     if model.data == NATIVE_DATA:
-        return native_training_notes(training)
+        return native_training_notes(model, training)
     dataset = json.loads((DATA / "dataset.json").read_text(encoding="utf-8"))
     hardware = training.get("hardware", "")
     kinds = {"real": 0, "sim": 0, "sharp": 0}
