@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .card import PAD_MODES
 from .device import autocast_dtype
 from .errors import TranslationError
-from .networks import fold_batch_norms, size_multiple
+from .networks import fold_batch_norms, instance_norms_as_group_norms, size_multiple
 from .progress import ProgressCallback, check_cancel, report
 
 ArrayMap = Callable[[np.ndarray], np.ndarray]
@@ -80,7 +80,7 @@ class SliceEngine:
         self.compiled_unproven = options.compile
 
     def _prepare(self, network: torch.nn.Module, compile: Optional[bool] = None) -> Any:
-        network = fold_batch_norms(network.eval()).to(self.device)
+        network = instance_norms_as_group_norms(fold_batch_norms(network.eval())).to(self.device)
         self.bf16_weights = self._bf16_weights(network)
         if self.bf16_weights:
             network = copy.deepcopy(network).to(torch.bfloat16)
@@ -131,12 +131,13 @@ class SliceEngine:
 
     def _bf16_weights(self, network: torch.nn.Module) -> bool:
         """True when bf16 on the CPU can run with the weights cast once instead of autocast: no normalisation
-        layer is left after folding (autocast keeps those in float32), so every layer is a convolution, an
-        activation, a resize or a skip join. CPU autocast casts the weights again on every batch (17 % of the
-        pix2pix U-Net's time); the convolutions compute in bf16 either way."""
+        layer is left after folding but GroupNorm (instance norms become GroupNorms: networks.fusion), whose CPU
+        kernel takes bf16 and accumulates its statistics in float32; autocast would keep it in float32, with a
+        round trip per layer. CPU autocast also casts the weights again on every batch (17 % of the pix2pix
+        U-Net's time); the convolutions compute in bf16 either way."""
         if self.device.type != "cpu" or autocast_dtype(self.device, self.options.precision) != torch.bfloat16:
             return False
-        norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+        norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm)
         return not any(isinstance(module, norms) for module in network.modules())
 
     def _after_out_of_memory(self, batch_size: int) -> int:

@@ -1,12 +1,15 @@
 """Tests for MedTranslateLib.networks: shapes, ranges, receptive fields, the factory, gradients."""
 from __future__ import annotations
 
+import copy
 from typing import Tuple
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from MedTranslateLib.engine import EngineOptions, SliceEngine
 from MedTranslateLib.networks import (
     ARCHITECTURES,
     CasNet,
@@ -16,6 +19,7 @@ from MedTranslateLib.networks import (
     UNetGenerator,
     build_network,
     fold_batch_norms,
+    instance_norms_as_group_norms,
     make_norm,
     receptive_field,
     size_multiple,
@@ -345,6 +349,53 @@ def test_folding_batch_norms_keeps_the_output_and_the_original(spec: dict) -> No
 def test_folding_leaves_networks_without_batch_norm_alone() -> None:
     net = build_network({"name": "resnet", "width": 4, "n_blocks": 1, "norm": "instance"}, in_channels=1)
     assert fold_batch_norms(net) is net
+
+
+@pytest.mark.parametrize("spec", [
+    {"name": "resnet", "width": 4, "n_blocks": 2, "norm": "instance"},
+    {"name": "unet", "width": 4, "num_downs": 5, "norm": "instance"},
+])
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norms_become_the_group_norms_they_equal(spec: dict, affine: bool) -> None:
+    torch.manual_seed(0)
+    net = build_network(spec, in_channels=1).eval()
+    if affine:  # an InstanceNorm with learned scale and shift keeps them
+        for parent in list(net.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.InstanceNorm2d):
+                    norm = nn.InstanceNorm2d(child.num_features, affine=True)
+                    norm.weight.data.uniform_(0.5, 1.5)
+                    norm.bias.data.uniform_(-0.2, 0.2)
+                    setattr(parent, name, norm)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    swapped = instance_norms_as_group_norms(net)
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in swapped.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in swapped.modules())
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(swapped(x), net(x), atol=1e-5, rtol=1e-4)
+        channels_last = copy.deepcopy(swapped).to(memory_format=torch.channels_last)
+        torch.testing.assert_close(channels_last(x.contiguous(memory_format=torch.channels_last)), net(x),
+                                   atol=1e-5, rtol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    plain = build_network({"name": "unet", "width": 4, "num_downs": 5, "norm": "batch"}, in_channels=1)
+    assert instance_norms_as_group_norms(plain) is plain
+
+
+def test_the_engine_runs_instance_norm_networks_with_bf16_weights_on_bf16_cpus() -> None:
+    """No autocast round trip for instance norms: the weights are cast once (GroupNorm takes bf16), and the
+    result stays within bf16's rounding of the float32 network."""
+    torch.manual_seed(0)
+    net = build_network({"name": "resnet", "width": 8, "n_blocks": 2, "norm": "instance"}, in_channels=1).eval()
+    engine = SliceEngine(net, torch.device("cpu"), options=EngineOptions(batch_size=2, precision="bf16"))
+    assert engine.bf16_weights
+    assert all(p.dtype == torch.bfloat16 for p in engine.network.parameters())
+    source = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    output = np.zeros_like(source)
+    engine.run(source, output, lambda a: a * 2 - 1, lambda a: a)
+    with torch.no_grad():
+        reference = net(torch.from_numpy(source[:, None] * 2 - 1))[:, 0].numpy()
+    assert np.abs(output - reference).mean() < 0.02
 
 
 def test_resize_upsampling_is_band_limited_and_pixelshuffle_is_not() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .casnet import CasNet
 from .factory import ARCHITECTURES, build_network, size_multiple
-from .fusion import fold_batch_norms
+from .fusion import fold_batch_norms, instance_norms_as_group_norms
 from .norm import NORM_KINDS, make_norm
 from .patchgan import PatchDiscriminator, receptive_field
 from .resnet import ResnetGenerator
@@ -19,6 +19,7 @@ __all__ = [
     "UNetGenerator",
     "build_network",
     "fold_batch_norms",
+    "instance_norms_as_group_norms",
     "make_norm",
     "receptive_field",
     "size_multiple",

@@ -1,4 +1,5 @@
-"""Inference-time folding of BatchNorm into the convolution before it."""
+"""Inference-time rewrites of a trained network that keep its outputs: BatchNorm folded into the convolution
+before it, InstanceNorm run as the GroupNorm it equals."""
 from __future__ import annotations
 
 import copy
@@ -35,3 +36,30 @@ def fold_batch_norms(network: nn.Module) -> nn.Module:
             module[index] = fuse_conv_bn_eval(conv, module[index + 1], transpose=isinstance(conv, nn.ConvTranspose2d))
             module[index + 1] = nn.Identity()
     return folded
+
+
+def instance_norms_as_group_norms(network: nn.Module) -> nn.Module:
+    """An eval-mode copy of `network` with every InstanceNorm2d that keeps no running statistics made the
+    GroupNorm of one channel per group that it equals (same statistics, same affine parameters).
+
+    PyTorch's CPU GroupNorm has channels-last and bf16 kernels (statistics accumulated in float32); its
+    InstanceNorm reshapes into a batch norm, with copies to and from channels-last and, under autocast, a
+    float32 round trip: on 2 Zen 4 cores 4x64x256x256 channels-last takes 38 ms in bf16 as GroupNorm, 198 ms as
+    InstanceNorm (392 ms in float32). `network` is left untouched; without such a layer it is returned as is.
+    """
+    def swappable(module: nn.Module) -> bool:
+        return isinstance(module, nn.InstanceNorm2d) and not module.track_running_stats
+
+    if not any(swappable(module) for module in network.modules()):
+        return network
+    swapped = copy.deepcopy(network).eval()
+    for parent in list(swapped.modules()):
+        for name, child in list(parent.named_children()):
+            if swappable(child):
+                group = nn.GroupNorm(child.num_features, child.num_features, eps=child.eps, affine=child.affine)
+                if child.affine:
+                    group = group.to(device=child.weight.device, dtype=child.weight.dtype)
+                    group.weight.data.copy_(child.weight.data)
+                    group.bias.data.copy_(child.bias.data)
+                setattr(parent, name, group)
+    return swapped
