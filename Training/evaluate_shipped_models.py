@@ -12,7 +12,7 @@ reference's head mask (Otsu) with:
 - for T1 -> T2/PD models, also the T1's intensities inverted inside the head and a classical k-means render
   (Training/evaluate_real_scans.py).
 
-Those trained on the 1 mm set are also checked on real scans of other subjects (REAL_SCAN_CHECKS): T1 -> T2/PD
+Every model with a real-scan check is also run on real scans of other subjects (REAL_SCAN_CHECKS): T1 -> T2/PD
 tissue order and stripes (evaluate_real_scans.py), synthetic-CT HU (real_scans_synthetic_ct.py), CT -> T1 contrast
 on a real head CT (real_scans_ct_to_t1.py), motion correction of real scans moved in k-space against the clean
 scan (real_scans_motion.py). The results go into their cards, and a failed check becomes a card warning.
@@ -390,7 +390,7 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
         "by_group": by_group,
         "beats_baselines": not failures,
     }
-    kind = real_scan_kind(loaded.card) if native else None
+    kind = real_scan_kind(loaded.card)
     if kind:
         checker, description = REAL_SCAN_CHECKS[kind]
         real = checker.real_scan_checks(loaded, RESULTS / f"{model.id}-real-scans.png")
