@@ -523,6 +523,11 @@ def test_config_errors_name_the_key(tmp_path, capsys):
         load_config(pix2pix, ["data.flip=1"])
     with pytest.raises(ConfigError, match=r"unknown argument 'widht' for architecture"):
         load_config(pix2pix, ["model.generator.widht=8"])
+    with pytest.raises(ConfigError, match="'pixelshuffle' needs training crops of at least 2x2 pixels"):
+        load_config(pix2pix, ["model.generator.upsample=pixelshuffle", "model.generator.num_downs=8",
+                              "data.crop_size=256"])
+    load_config(pix2pix, ["model.generator.upsample=pixelshuffle", "model.generator.num_downs=7",
+                          "data.crop_size=256"])
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.toml")
     broken = tmp_path / "broken.toml"
