@@ -363,7 +363,7 @@ class MedTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.downloadButton.enabled = False
             self.ui.downloadStatusLabel.text = _("Cancelling\u2026")
             return
-        modelId = self.ui.availableSelector.currentData
+        modelId = self.ui.availableSelector.itemData(self.ui.availableSelector.currentIndex)
         if not modelId:
             return
         with slicer.util.tryWithErrorDisplay(_("Could not start the download."), waitCursor=True):
