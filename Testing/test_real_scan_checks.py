@@ -87,3 +87,65 @@ def test_baselines_and_reference_metrics(phantom):
     perfect, identity = reference_based(t2, t2), reference_based(t1, t2)
     assert perfect["ssim"] == pytest.approx(1.0) and perfect["mae"] == pytest.approx(0.0, abs=1e-9)
     assert reference_based(made["kmeans_render"], t2)["ssim"] > identity["ssim"]
+
+
+# --- T1 -> CT, CT -> T1 and motion checks (Training/real_scans_*.py) on the same phantom ---
+
+HU = {"air": -1000.0, "soft": -20.0, "bone": 1200.0, "csf": 8.0, "gm": 40.0, "wm": 28.0}
+
+
+def phantom_ct(labels: np.ndarray) -> np.ndarray:
+    ct = np.vectorize(HU.get, otypes=[np.float32])(labels)
+    return ct + np.random.default_rng(1).normal(0, 2, ct.shape).astype(np.float32)
+
+
+def test_synthetic_ct_checks_pass_a_ct_and_name_what_a_wrong_one_gets_wrong(phantom):
+    from real_scans_synthetic_ct import hu_checks, real_scan_failures as ct_failures
+
+    t1, _, labels = phantom
+    head, masks = tissue_masks(t1, (1.0, 1.0, 1.0))
+    ct = phantom_ct(labels)
+    right = hu_checks(ct, head, masks, (1.0, 1.0, 1.0), skull=True)
+    assert right["all_passed"] and 20 < right["brain_hu"] < 45 and right["bone_hu"] > 1000
+    no_skull = hu_checks(np.where(labels == "bone", 30.0, ct), head, masks, (1.0, 1.0, 1.0), skull=True)
+    hot_brain = hu_checks(ct + 100.0 * np.isin(labels, ("gm", "wm")), head, masks, (1.0, 1.0, 1.0), skull=True)
+    assert no_skull["passed"] == {"brain": True, "air": True, "bone": False}
+    assert hot_brain["passed"] == {"brain": False, "air": True, "bone": True}
+    stripped = hu_checks(np.where(labels == "bone", 30.0, ct), head, masks, (1.0, 1.0, 1.0), skull=False)
+    assert stripped["all_passed"] and stripped["passed"]["bone"] is None  # no skull expected: not checked
+    assert ct_failures({"a": {"model": right}, "b": {"model": no_skull}, "c": {"model": hot_brain}}) == [
+        "bone HU on b", "brain HU on c"]
+
+
+def test_ct_to_t1_checks_find_the_tissues_of_a_ct_and_the_order_of_a_t1(phantom):
+    from real_scans_ct_to_t1 import contrast_checks, ct_masks, render_baseline
+
+    t1, _, labels = phantom
+    ct = phantom_ct(labels)
+    head, masks = ct_masks(ct, (1.0, 1.0, 1.0))
+    for name in ("csf", "wm", "gm", "bone"):
+        assert masks[name].sum() > 100 and (labels[masks[name]] == name).mean() > 0.9, name
+    assert contrast_checks(t1, ct, head, masks)["order"] and contrast_checks(t1, ct, head, masks)["bone_dark"]
+    assert not contrast_checks(ct, ct, head, masks)["order"]  # the CT itself: GM > WM > CSF
+    render = contrast_checks(render_baseline(ct, head, masks), ct, head, masks)
+    assert render["order"] and render["bone_dark"]
+
+
+def test_motion_moves_a_scan_on_its_grid_and_failures_name_the_baseline_beaten():
+    import SimpleITK as sitk
+    from real_scans_motion import moved_scan, real_scan_failures as motion_failures
+
+    rng = np.random.default_rng(0)
+    clean = ndimage.gaussian_filter(rng.random((8, 64, 64)).astype(np.float32), 2) * 1000
+    image = sitk.GetImageFromArray(clean)
+    image.SetSpacing((0.8, 0.8, 5.0))
+    image.SetOrigin((1.0, 2.0, 3.0))
+    moved = moved_scan(image, seed=3)
+    assert moved.GetSize() == image.GetSize() and moved.GetSpacing() == image.GetSpacing()
+    assert moved.GetOrigin() == image.GetOrigin()
+    difference = np.abs(sitk.GetArrayFromImage(moved) - clean).mean()
+    assert difference > 0.01 * clean.mean()  # ghosting and noise, not a copy
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(moved_scan(image, seed=3)), sitk.GetArrayFromImage(moved))
+    better, worse = {"ssim": 0.9, "mae": 0.01}, {"ssim": 0.8, "mae": 0.02}
+    assert motion_failures({"a": {"scan": {}, "model": better, "identity": worse},
+                            "b": {"scan": {}, "model": worse, "identity": better}}) == ["b against identity"]

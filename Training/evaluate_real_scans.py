@@ -36,7 +36,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -314,6 +314,23 @@ def grid(pictures: List[Tuple[str, Tuple[float, ...], Dict[str, np.ndarray]]], m
         top += block.shape[0] + 14
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
+
+
+def checks_main(description: str, checks: Callable[[Any, Path], Dict[str, Dict[str, Any]]],
+                failures: Callable[[Dict[str, Dict[str, Any]]], List[str]]) -> int:
+    """The command line of a real-scan checks script (`--model`, `--out`): runs `checks` on the model, writes
+    OUT/<model>-<version>.json (with `failures`) beside the picture the checks draw."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", required=True, help="model id or package path")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = load_model(args.model)
+    name = f"{model.card.id}-{model.card.version}"
+    results = checks(model, args.out / f"{name}.png")
+    report = {"id": model.card.id, "version": model.card.version, "real": results, "real_failures": failures(results)}
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return 0
 
 
 def main() -> int:

@@ -15,8 +15,6 @@ spin-echo T1 signal of each tissue: evaluate_real_scans' render with the classes
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -29,10 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 sys.path.insert(0, str(REPO / "Training" / "data"))
-from evaluate_real_scans import OUT, BRAIN_DEPTH_MM, gradients, grid, kmeans_1d, unit  # noqa: E402
+from evaluate_real_scans import checks_main, BRAIN_DEPTH_MM, gradients, grid, kmeans_1d, unit  # noqa: E402
 from fetch_real_scans import fetch as fetch_real  # noqa: E402
 
-from MedTranslateLib import load_model, translate_image  # noqa: E402
+from MedTranslateLib import translate_image  # noqa: E402
 from MedTranslateLib.metrics import largest_component  # noqa: E402
 from MedTranslateLib.simulate import SEQUENCES, mr_spin_echo, nominal_mr  # noqa: E402
 from MedTranslateLib.simulate.tissues import TISSUES  # noqa: E402
@@ -121,17 +119,7 @@ def real_scan_failures(results: Dict[str, Dict[str, Any]]) -> List[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model id or package path")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    model = load_model(args.model)
-    name = f"{model.card.id}-{model.card.version}"
-    results = real_scan_checks(model, args.out / f"{name}.png")
-    report = {"id": model.card.id, "version": model.card.version, "real": results,
-              "real_failures": real_scan_failures(results)}
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    return 0
+    return checks_main(__doc__.splitlines()[0], real_scan_checks, real_scan_failures)
 
 
 if __name__ == "__main__":

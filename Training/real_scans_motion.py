@@ -14,8 +14,6 @@ Gaussian of 0.5 voxels in-plane (what light denoising alone gives).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -27,9 +25,9 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
-from evaluate_real_scans import OUT, grid, real_scans, reference_based  # noqa: E402
+from evaluate_real_scans import checks_main, grid, real_scans, reference_based  # noqa: E402
 
-from MedTranslateLib import load_model, translate_image  # noqa: E402
+from MedTranslateLib import translate_image  # noqa: E402
 from MedTranslateLib.simulate import kspace_motion, random_motion, rician_noise  # noqa: E402
 
 SCANS = ("colin27", "colin27_stripped", "brain1", "brain2")
@@ -87,17 +85,7 @@ def real_scan_failures(results: Dict[str, Dict[str, Any]]) -> List[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model id or package path")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    model = load_model(args.model)
-    name = f"{model.card.id}-{model.card.version}"
-    results = real_scan_checks(model, args.out / f"{name}.png")
-    report = {"id": model.card.id, "version": model.card.version, "real": results,
-              "real_failures": real_scan_failures(results)}
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    return 0
+    return checks_main(__doc__.splitlines()[0], real_scan_checks, real_scan_failures)
 
 
 if __name__ == "__main__":
