@@ -1,4 +1,5 @@
-"""Native-resolution (1 mm) training subjects, SynthSeg/SynthSR style, for the MR contrast, CT and motion models.
+"""Native-resolution training subjects, SynthSeg/SynthSR style: 1 mm for the MR contrast, CT and motion models,
+2 mm for the PET models.
 
 Each subject is a random 3D deformation (affine + smooth nonlinear: MedTranslateLib.simulate.deform) of a sharp
 1 mm head: the MNI ICBM152 2009a brain (GM/WM maps and the CSF inside its brain mask; nilearn's wheel, BSD-3,
@@ -27,9 +28,18 @@ random stream so that the volumes above stay as they were:
   and 6 mm, slices along a random axis, each slice its own moves or one history for all) with Rician noise up
   to 3 %.
 
-Layout: OUT/{train,test}/<volume>/<subject>.nii.gz on 1 mm grids cropped to each head; OUT/dataset.json
-records every subject's draws. Test subjects use seeds disjoint from the training ones. A subject whose volumes
-all exist is kept (its draws read back from dataset.json), so a larger --subjects or --test adds only the new ones.
+And on a 2 mm grid (the 1 mm maps averaged over 2x2x2 blocks; PET is reconstructed at 2 mm or coarser), from a
+third random stream:
+- `pet_in` -> `ct_pet` (PET -> CT, attenuation): FDG-like PET (uptake per tissue drawn by
+  simulate.random_pet_uptake, a Gaussian point-spread function of 4-7 mm FWHM, extra blur up to 1.5 voxels,
+  Poisson counts of 100-1000 at the 99th percentile); the target a noise-free CT of the whole head (HU as `ct`);
+- `pet_low` -> `pet_full` (low-count PET denoising): a full-count realisation (300-1000 counts) and a copy
+  thinned to 4-20 % of its counts (binomial thinning: exactly the Poisson image of the shorter scan).
+
+Layout: OUT/{train,test}/<volume>/<subject>.nii.gz on 1 mm (2 mm for PET_VOLUMES) grids cropped to each head;
+OUT/dataset.json records every subject's draws. Test subjects use seeds disjoint from the training ones. A subject
+whose volumes all exist is kept (its draws read back from dataset.json), so a larger --subjects or --test adds only
+the new ones.
 
     python Training/data/prepare_native_data.py [--out Training/data/native] [--subjects 24] [--test 6]
 """
@@ -63,6 +73,8 @@ INPUT_KINDS = {"spin-echo": 0.4, "random": 0.4, "real": 0.2}
 TARGETS = ("t2", "pd")
 BRAIN_VOLUMES = ("t1",) + TARGETS + ("ct",)  # the skull-stripped or cut subject and its targets: one crop
 HEAD_VOLUMES = ("ct_in", "t1_target", "t1_motion", "t1_motion_target")  # the whole head: another crop
+PET_VOLUMES = ("pet_in", "ct_pet", "pet_full", "pet_low")  # the whole head on a 2 mm grid (PET's resolution)
+PET_FACTOR = 2  # the PET grid's voxels are this many 1 mm voxels a side
 MOTION = {"max_rotation_deg": 6.0, "max_shift_voxels": 6.0}  # 1 mm voxels: up to 6 mm between moves
 TEST_SEED_OFFSET = 10_000
 AIR = simulate.TISSUES.index("air")
@@ -172,8 +184,34 @@ def head_volumes(deformed: np.ndarray, brain: np.ndarray, real_t1: np.ndarray, k
     return volumes, {**draws, **motion}
 
 
-def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
-    """One subject's volumes (BRAIN_VOLUMES, HEAD_VOLUMES) as (Z, Y, X) float32 on the 2009a grid, and its draws."""
+def block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
+    """(Z, Y, X) -> (Z // f, Y // f, X // f): the mean of every f³ block (the edges that do not fill one are cut)."""
+    z, y, x = (size // factor for size in volume.shape)
+    blocks = volume[:z * factor, :y * factor, :x * factor].reshape(z, factor, y, factor, x, factor)
+    return blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def pet_volumes(deformed: np.ndarray, rng: np.random.Generator) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """The PET pairs (PET_VOLUMES) of one deformed subject's (6, Z, Y, X) 1 mm tissues, on the PET_FACTOR grid."""
+    coarse = np.stack([block_mean(channel, PET_FACTOR) for channel in deformed])
+    spacing = (float(PET_FACTOR),) * 3
+    uptake, fwhm = simulate.random_pet_uptake(rng), float(rng.uniform(4.0, 7.0))
+    activity = simulate.pet_uptake(coarse, uptake, fwhm, spacing)
+    draws: Dict[str, Any] = {"pet_uptake": uptake, "pet_fwhm_mm": fwhm, "pet_extra_blur_voxels":
+                             float(rng.uniform(0.0, 1.5)), "pet_in_counts": float(rng.uniform(100.0, 1000.0)),
+                             "pet_full_counts": float(rng.uniform(300.0, 1000.0)),
+                             "pet_low_fraction": float(rng.uniform(0.04, 0.2))}
+    blurred = simulate.blur_resolution(activity, (draws["pet_extra_blur_voxels"],) * 3)
+    ct, hu = ct_hu(coarse, rng)
+    full = simulate.poisson_counts(activity, draws["pet_full_counts"], rng)
+    return ({"pet_in": simulate.poisson_counts(blurred, draws["pet_in_counts"], rng), "ct_pet": ct,
+             "pet_full": full, "pet_low": simulate.poisson_thinning(full, draws["pet_low_fraction"], rng)},
+            {**draws, "ct_pet_hu": hu})
+
+
+def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, Any]]:
+    """One subject's volumes as (Z, Y, X) float32: BRAIN_VOLUMES and HEAD_VOLUMES on the 2009a grid, PET_VOLUMES
+    on the PET_FACTOR grid; and its draws."""
     _, tissues, brain, real_t1 = load_anatomy()
     rng = np.random.default_rng(seed)
     coordinates = random_deformation(brain.shape, rng)
@@ -201,9 +239,10 @@ def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str,
     head, head_draws = head_volumes(deformed, np.clip(deform(brain, coordinates), 0.0, 1.0),
                                     deform(real_t1, coordinates), fov, extra)
     volumes.update(head)
+    pet, pet_draws = pet_volumes(deformed, np.random.default_rng([seed, 2]))
     draws = {"name": name, "seed": seed, "input": kind, "skull_stripped": stripped, "contrast": contrast,
-             "corruption": corruption, **cut, "ct_hu": hu, "head": head_draws}
-    return volumes, draws
+             "corruption": corruption, **cut, "ct_hu": hu, "head": head_draws, "pet": pet_draws}
+    return volumes, pet, draws
 
 
 def head_box(volume: np.ndarray, margin: int = 4) -> Tuple[slice, ...]:
@@ -214,20 +253,28 @@ def head_box(volume: np.ndarray, margin: int = 4) -> Tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
-def write_subject(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
+def write_cropped(path: Path, array: np.ndarray, box: Tuple[slice, ...], factor: int) -> None:
+    """`array[box]` as a volume on the 2009a grid coarsened `factor` times (its voxel i the mean of 1 mm voxels
+    factor*i .. factor*i + factor - 1)."""
     grid = load_anatomy()[0]
-    volumes, draws = make_subject(name, seed)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array[box], dtype=np.float32))
+    image.SetSpacing([spacing * factor for spacing in grid.GetSpacing()])
+    image.SetDirection(grid.GetDirection())
+    first = [factor * b.start + (factor - 1) / 2.0 for b in reversed(box)]  # (x, y, z) in 1 mm voxels
+    image.SetOrigin(grid.TransformContinuousIndexToPhysicalPoint(first))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_volume(image, path)
+
+
+def write_subject(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
+    volumes, pet, draws = make_subject(name, seed)
     boxes = {key: head_box(volumes["t2"] + volumes["t1"]) for key in BRAIN_VOLUMES}
     boxes.update({key: head_box(volumes["t1_target"] + volumes["t1_motion_target"]) for key in HEAD_VOLUMES})
     for key, array in volumes.items():
-        box = boxes[key]
-        image = sitk.GetImageFromArray(np.ascontiguousarray(array[box], dtype=np.float32))
-        image.SetSpacing(grid.GetSpacing())
-        image.SetDirection(grid.GetDirection())
-        image.SetOrigin(grid.TransformIndexToPhysicalPoint([box[2].start, box[1].start, box[0].start]))
-        folder = out / split / key
-        folder.mkdir(parents=True, exist_ok=True)
-        write_volume(image, folder / f"{name}.nii.gz")
+        write_cropped(out / split / key / f"{name}.nii.gz", array, boxes[key], 1)
+    pet_box = head_box(pet["ct_pet"] + 1000.0)
+    for key, array in pet.items():
+        write_cropped(out / split / key / f"{name}.nii.gz", array, pet_box, PET_FACTOR)
     return {"split": split, **draws}
 
 
@@ -244,7 +291,7 @@ def main() -> int:
     done = {entry["name"]: entry for entry in
             (json.loads(listed.read_text(encoding="utf-8"))["plan"] if listed.is_file() else [])
             if all((args.out / entry["split"] / key / f"{entry['name']}.nii.gz").is_file()
-                   for key in BRAIN_VOLUMES + HEAD_VOLUMES)}
+                   for key in BRAIN_VOLUMES + HEAD_VOLUMES + PET_VOLUMES)}
     todo = [job for job in jobs if job[1] not in done]
     start = time.time()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
