@@ -62,7 +62,7 @@ TABLE_START, TABLE_END = "<!-- shipped-models:start -->", "<!-- shipped-models:e
 METRICS = ("mae", "psnr", "ssim")
 GROUPS = {"avg152": "real templates, unwarped (real input)", "realtest": "real templates, warped, randomised input",
           "simtest": "TPM simulation, random tissue properties", "colin27": "Colin27, a real single subject",
-          "test": "1 mm subjects: MNI 2009a brain in the TPM head, deformed, randomised T1 input"}
+          "test": "1 mm subjects: MNI 2009a brain in the TPM head, deformed, randomised input"}
 CT_DISPLAY = (-200.0, 1600.0)
 
 
