@@ -91,8 +91,10 @@ class SliceEngine:
         return network
 
     def run(self, source: np.ndarray, output: np.ndarray, normalize: ArrayMap, denormalize: ArrayMap,
-            progress: Optional[ProgressCallback] = None, cancel: Any = None, mirror_context: bool = False) -> None:
-        """Fill `output` (S, H, W, writable) from `source` (S, H, W, any dtype); both may be strided views.
+            progress: Optional[ProgressCallback] = None, cancel: Any = None, mirror_context: bool = False,
+            accumulate: bool = False) -> None:
+        """Fill `output` (S, H, W, writable) from `source` (S, H, W, any dtype), or add to it (`accumulate`: the
+        passes of a fused translation summed in one volume); both may be strided views.
 
         `normalize` maps source units to [-1, 1]; `denormalize` maps network output back to units.
         `mirror_context`: the left-right mirror of test-time augmentation reverses the context channels
@@ -125,7 +127,10 @@ class SliceEngine:
                 raise TranslationError(f"the network produced NaN or infinite values on slices {numbers[0]}-"
                                        f"{numbers[-1]}; nothing was written (broken weights, or an input far "
                                        "outside what the model knows)")
-            output[numbers] = denormalize(result)
+            if accumulate:
+                output[numbers] += denormalize(result)
+            else:
+                output[numbers] = denormalize(result)
             start = numbers[-1] + 1
             report(progress, "translating", int(start), count)
 

@@ -36,13 +36,17 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float]) -> sitk.Ima
 
 
 def resample_onto_array(image: sitk.Image, reference: sitk.Image, background: float, out: np.ndarray,
-                        slab: int = SLAB_SLICES) -> None:
+                        slab: int = SLAB_SLICES, accumulate: bool = False) -> None:
     """Linear resampling of `image` onto `reference`'s grid, into `out` ((Z, Y, X) float32, the reference's
-    array shape), `slab` k-slices at a time so that no second full-size image exists beside it."""
+    array shape) or added to it (`accumulate`), `slab` k-slices at a time so that no second full-size image
+    exists beside it."""
     size_x, size_y, size_z = reference.GetSize()
     for start in range(0, size_z, slab):
         count = min(slab, size_z - start)
         origin = reference.TransformIndexToPhysicalPoint((0, 0, start))
         part = sitk.Resample(image, (size_x, size_y, count), sitk.Transform(), sitk.sitkLinear, origin,
                              reference.GetSpacing(), reference.GetDirection(), background, sitk.sitkFloat32)
-        out[start:start + count] = sitk.GetArrayViewFromImage(part)
+        if accumulate:
+            out[start:start + count] += sitk.GetArrayViewFromImage(part)
+        else:
+            out[start:start + count] = sitk.GetArrayViewFromImage(part)

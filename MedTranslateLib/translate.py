@@ -118,7 +118,8 @@ def check_work_grids(volume: sitk.Image, planes: List[str], card: ModelCard) -> 
     than the model's (40 mm pixels made 1 mm show the network interpolated blur, at 1,600 times the memory),
     resampled slices wider than MAX_SLICE_SIDE, or a translation that needs more memory than is available."""
     voxels = float(np.prod(volume.GetSize(), dtype=np.float64))
-    result = voxels * 4 * (2 if len(planes) > 1 else 1)  # the float32 result, and the running sum of the passes
+    # the float32 result, which the passes of a mean are added into; a median keeps every pass
+    result = voxels * 4 * (len(planes) if card.fusion == "median" and len(planes) > 1 else 1)
     needed = result
     for plane in planes:
         orientation = reorientation(volume.GetDirection(), plane)
@@ -139,10 +140,10 @@ def check_work_grids(volume: sitk.Image, planes: List[str], card: ModelCard) -> 
 
 
 def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngine,
-              progress: Optional[ProgressCallback], cancel: Any, out: ImageBuffer) -> None:
+              progress: Optional[ProgressCallback], cancel: Any, out: ImageBuffer, accumulate: bool = False) -> None:
     """Fill `out` (float32 on `volume`'s grid) with the network's output in target units (before
-    to_output_units), from `plane` slices resampled in-plane to the card's spacing; `out` takes its memory
-    only once the network has run on the resampled slices."""
+    to_output_units), or add it to `out` (`accumulate`), from `plane` slices resampled in-plane to the card's
+    spacing; `out` takes its memory only once the network has run on the resampled slices."""
     orientation = reorientation(volume.GetDirection(), plane)
     target_spacing = in_plane_spacing_target(volume, orientation, card.spacing_mm)
     work = volume
@@ -153,23 +154,24 @@ def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngi
     mapping = card.intensity_pair
     source_range = mapping.source.fit(source)
     target_range = mapping.target_range(source_range)
-    output = out.array if target_spacing is None else np.empty(source.shape, dtype=np.float32)
-    engine.run(orientation.apply(source), orientation.apply(output), source_range.to_network,
-               target_range.from_network, progress, cancel, mirror_context=plane == "sagittal")
+    on_work_grid = out if target_spacing is None else ImageBuffer(work.GetSize(), sitk.sitkFloat32)
+    engine.run(orientation.apply(source), orientation.apply(on_work_grid.array), source_range.to_network,
+               target_range.from_network, progress, cancel, mirror_context=plane == "sagittal",
+               accumulate=accumulate and target_spacing is None)
     if target_spacing is None:
         return
     report(progress, "resampling", 0, 1)
-    on_work_grid = sitk.GetImageFromArray(output)
-    on_work_grid.CopyInformation(work)
-    del work, source, output
-    resample_onto_array(on_work_grid, volume, background=target_range.low, out=out.array)
+    result = on_work_grid.image  # the network's output in place: no copy into a new image
+    result.CopyInformation(work)
+    del work, source, on_work_grid
+    resample_onto_array(result, volume, background=target_range.low, out=out.array, accumulate=accumulate)
 
 
 def _fused_passes(volume: sitk.Image, planes: List[str], card: ModelCard, engine: SliceEngine,
                   progress: Optional[ProgressCallback], cancel: Any, out: ImageBuffer) -> None:
-    """Fill `out` with the passes along `planes` fused voxel by voxel (card.fusion): the first pass in `out`
-    and the others added to it for the mean (one extra volume in memory), all passes for the median.
-    Progress counts the slices of every pass as one task."""
+    """Fill `out` with the passes along `planes` fused voxel by voxel (card.fusion): for the mean every pass is
+    added into `out` as it is made (slab by slab when it is resampled back: no further volume on `volume`'s
+    grid), for the median all passes are kept. Progress counts the slices of every pass as one task."""
     counts = [volume.GetSize()[2 - reorientation(volume.GetDirection(), plane).axes[0]] for plane in planes]
     total, before = sum(counts), 0
     passes = []
@@ -179,13 +181,12 @@ def _fused_passes(volume: sitk.Image, planes: List[str], card: ModelCard, engine
                 translating = update.stage == "translating"
                 progress(Progress(update.stage, update.done + offset if translating else update.done,
                                   total if translating else update.total))
-        target = out if number == 0 and card.fusion == "mean" else ImageBuffer(out.size, out.pixel_id)
-        _one_pass(volume, plane, card, engine, report_pass, cancel, out=target)
+        target = out if card.fusion == "mean" else ImageBuffer(out.size, out.pixel_id)
+        _one_pass(volume, plane, card, engine, report_pass, cancel, out=target,
+                  accumulate=card.fusion == "mean" and number > 0)
         before += count
         if card.fusion == "median":
             passes.append(target)
-        elif number:
-            np.add(out.array, target.array, out=out.array)
     if passes:
         np.median(np.stack([part.array for part in passes]), axis=0, out=out.array)
     else:
