@@ -27,10 +27,12 @@ def in_plane_spacing_target(image: sitk.Image, reorientation: Reorientation,
     return tuple(spacing) if changed else None
 
 
-def resample_to_spacing(image: sitk.Image, spacing: Sequence[float]) -> sitk.Image:
-    """Linear resampling onto a grid with the same origin and direction covering the same extent (float32)."""
+def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], background: Optional[float] = None) -> sitk.Image:
+    """Linear resampling onto a grid with the same origin and direction covering the same extent (float32);
+    points outside take `background` (default: the image's minimum)."""
     size = [max(1, int(round(n * old / new))) for n, old, new in zip(image.GetSize(), image.GetSpacing(), spacing)]
-    background = float(sitk.GetArrayViewFromImage(image).min())
+    if background is None:
+        background = float(sitk.GetArrayViewFromImage(image).min())
     return sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), tuple(spacing),
                          image.GetDirection(), background, sitk.sitkFloat32)
 

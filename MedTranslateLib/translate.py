@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
-from .axes import reorientation
+from .axes import Reorientation, reorientation
 from .card import ModelCard
 from .device import select_device
 from .engine import EngineOptions, SliceEngine
 from .errors import InputError, TranslationError
 from .image_buffer import ImageBuffer
-from .intensity import plausibility_warning, to_output_units
+from .intensity import IntensityRange, plausibility_warning, to_output_units
 from .memory import check_memory
 from .package import TranslationModel
 from .progress import Progress, ProgressCallback, report
@@ -26,6 +26,7 @@ ModelLike = Union[str, Path, TranslationModel]
 PLANE_SPACING_LIMIT = 2.0  # a plane runs when its pixels are at most this many times the model's spacing
 MAX_UPSAMPLING = 8.0       # coarsest input pixels translated, as a multiple of the model's spacing
 MAX_SLICE_SIDE = 8192      # widest slice, in pixels at the model's spacing
+CHUNK_SLICES = 16          # slices resampled, translated and resampled back at a time when a pass resamples
 
 
 def translate_image(image: sitk.Image, model: ModelLike, device: str = "auto", batch_size: int = 8,
@@ -134,8 +135,10 @@ def check_work_grids(volume: sitk.Image, planes: List[str], card: ModelCard) -> 
         if side > MAX_SLICE_SIDE:
             raise InputError(f"the {plane} slices would be {side:.0f} pixels wide at the model's spacing; at most "
                              f"{MAX_SLICE_SIDE} are translated")
-        resampled = float(np.prod(size, dtype=np.float64)) * 8 if max(factors) != 1 or min(factors) != 1 else 0.0
-        needed = max(needed, result + resampled)  # a resampled float32 copy and its output
+        slices = size[2 - orientation.axes[0]]
+        chunk = slices if card.context_slices else min(slices, CHUNK_SLICES)
+        resampled = float(np.prod(size, dtype=np.float64)) / slices * chunk * 8 if factors != [1, 1, 1] else 0.0
+        needed = max(needed, result + resampled)  # a resampled float32 chunk and its output
     check_memory(needed, f"translating {'×'.join(map(str, volume.GetSize()))} voxels")
 
 
@@ -143,28 +146,59 @@ def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngi
               progress: Optional[ProgressCallback], cancel: Any, out: ImageBuffer, accumulate: bool = False) -> None:
     """Fill `out` (float32 on `volume`'s grid) with the network's output in target units (before
     to_output_units), or add it to `out` (`accumulate`), from `plane` slices resampled in-plane to the card's
-    spacing; `out` takes its memory only once the network has run on the resampled slices."""
+    spacing. The input's intensity range is fitted on the input itself."""
     orientation = reorientation(volume.GetDirection(), plane)
     target_spacing = in_plane_spacing_target(volume, orientation, card.spacing_mm)
-    work = volume
-    if target_spacing is not None:
-        report(progress, "resampling", 0, 1)
-        work = resample_to_spacing(volume, target_spacing)
-    source = sitk.GetArrayViewFromImage(work)  # [k, j, i], no copy
+    source = sitk.GetArrayViewFromImage(volume)  # [k, j, i], no copy
     mapping = card.intensity_pair
     source_range = mapping.source.fit(source)
     target_range = mapping.target_range(source_range)
-    on_work_grid = out if target_spacing is None else ImageBuffer(work.GetSize(), sitk.sitkFloat32)
-    engine.run(orientation.apply(source), orientation.apply(on_work_grid.array), source_range.to_network,
-               target_range.from_network, progress, cancel, mirror_context=plane == "sagittal",
-               accumulate=accumulate and target_spacing is None)
     if target_spacing is None:
+        engine.run(orientation.apply(source), orientation.apply(out.array), source_range.to_network,
+                   target_range.from_network, progress, cancel, mirror_context=plane == "sagittal",
+                   accumulate=accumulate)
         return
-    report(progress, "resampling", 0, 1)
-    result = on_work_grid.image  # the network's output in place: no copy into a new image
-    result.CopyInformation(work)
-    del work, source, on_work_grid
-    resample_onto_array(result, volume, background=target_range.low, out=out.array, accumulate=accumulate)
+    # neighbouring slices (card.context_slices) would cross a chunk's edge: then the whole volume at once
+    _resampled_pass(volume, orientation, target_spacing, (source_range, target_range), engine, progress, cancel,
+                    out, accumulate, mirror_context=plane == "sagittal",
+                    chunk=None if card.context_slices else CHUNK_SLICES)
+
+
+def _resampled_pass(volume: sitk.Image, orientation: Reorientation, target_spacing: Tuple[float, ...],
+                    ranges: Tuple[IntensityRange, IntensityRange], engine: SliceEngine,
+                    progress: Optional[ProgressCallback], cancel: Any, out: ImageBuffer, accumulate: bool,
+                    mirror_context: bool, chunk: Optional[int]) -> None:
+    """A pass whose slices are resampled in-plane: `chunk` slices at a time (or all), each chunk resampled,
+    translated and resampled back onto its own slices of the input grid, written into (or added to) `out`.
+    Resampling is in-plane only, so each chunk's work grid is exactly that slab of the whole work grid and
+    no volume-sized copy exists beside the input and the result."""
+    source_range, target_range = ranges
+    slice_index_axis = 2 - orientation.axes[0]  # SimpleITK index axis the slices are stacked along
+    count = volume.GetSize()[slice_index_axis]
+    background = float(np.min(sitk.GetArrayViewFromImage(volume)))
+    step = chunk or count
+    for start in range(0, count, step):
+        stop = min(count, start + step)
+        index, size = [0, 0, 0], list(volume.GetSize())
+        index[slice_index_axis], size[slice_index_axis] = start, stop - start
+        part = volume if step == count else sitk.RegionOfInterest(volume, size, index)
+        report(progress, "resampling", start, count)
+        work = resample_to_spacing(part, target_spacing, background)
+        output = ImageBuffer(work.GetSize(), sitk.sitkFloat32)
+
+        def in_chunk(update: Progress, offset: int = start) -> None:
+            if progress is not None:
+                progress(Progress(update.stage, update.done + offset, count))
+        engine.run(orientation.apply(sitk.GetArrayViewFromImage(work)), orientation.apply(output.array),
+                   source_range.to_network, target_range.from_network, in_chunk, cancel,
+                   mirror_context=mirror_context)
+        result = output.image  # the network's output in place: no copy into a new image
+        result.CopyInformation(work)
+        del work, output
+        region = [slice(None)] * 3
+        region[orientation.axes[0]] = slice(start, stop)
+        resample_onto_array(result, part, background=target_range.low, out=out.array[tuple(region)],
+                            accumulate=accumulate)
 
 
 def _fused_passes(volume: sitk.Image, planes: List[str], card: ModelCard, engine: SliceEngine,
