@@ -52,10 +52,15 @@ def test_random_deformation_is_identity_without_parameters_and_smooth_otherwise(
 def test_a_training_subject_pairs_a_randomised_t1_with_a_sharp_t2(anatomy, seed=1):
     from prepare_native_data import make_subject
 
-    volumes, draws = make_subject("probe", seed=seed)
+    from prepare_native_data import BRAIN_VOLUMES, HEAD_VOLUMES, PET_FACTOR, PET_VOLUMES
+
+    volumes, pet, draws = make_subject("probe", seed=seed)
     _, tissues, brain, _ = anatomy
-    assert set(volumes) == {"t1", "t2", "pd"} and all(v.shape == brain.shape for v in volumes.values())
-    assert all(np.isfinite(v).all() for v in volumes.values())
+    assert set(volumes) == set(BRAIN_VOLUMES + HEAD_VOLUMES) and all(v.shape == brain.shape for v in volumes.values())
+    assert set(pet) == set(PET_VOLUMES)
+    assert all(v.shape == tuple(n // PET_FACTOR for n in brain.shape) for v in pet.values())
+    assert all(np.isfinite(v).all() for v in list(volumes.values()) + list(pet.values()))
+    assert volumes["ct"].min() >= -1000 and volumes["ct"].max() > 400 and pet["pet_low"].min() >= 0
     coordinates = random_deformation(brain.shape, np.random.default_rng(seed))  # the subject's first draw
     where = {name: deform(tissues[i], coordinates) > 0.9 for i, name in enumerate(TISSUES[:3])}
     t1, t2 = volumes["t1"], volumes["t2"]

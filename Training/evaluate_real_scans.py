@@ -59,7 +59,7 @@ from MedTranslateLib.volume import read_volume  # noqa: E402
 
 OUT = REPO / "Training" / "results" / "real"
 NATIVE_TEST = REPO / "Training" / "data" / "native" / "test"
-DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-t2-cyclegan", "mr-t1-to-pd-pix2pix")
+DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-pd-pix2pix")
 BRAIN_DEPTH_MM = 15.0
 RENDER_TISSUES = ("csf", "gm", "wm", "soft")  # the k-means classes, dark to bright on a T1
 STRIPES_LIMIT = 1.3  # an output more than this much stripier than its input fails the check

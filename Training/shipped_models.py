@@ -51,7 +51,7 @@ SHIPPED: Tuple[ShippedModel, ...] = (
     ShippedModel("mr-t1-to-t2-pix2pix", "mr-t1-to-t2-pix2pix", "t1", "t2", data=NATIVE_DATA),
     ShippedModel("mr-t1-to-pd-pix2pix", "mr-t1-to-pd-pix2pix", "t1", "pd", data=NATIVE_DATA),
     ShippedModel("ct-to-mr-t1-unet-l2", "ct-to-mr-t1-unet-l2", "ct_in", "t1"),
-    ShippedModel("mr-t1-to-ct-pix2pix", "mr-t1-to-ct-pix2pix", "t1_in", "ct"),
+    ShippedModel("mr-t1-to-ct-pix2pix", "mr-t1-to-ct-pix2pix", "t1", "ct", data=NATIVE_DATA),
     ShippedModel("pet-to-ct-medgan", "pet-to-ct-medgan", "pet_in", "ct"),
     ShippedModel("mr-t1-motion-correction-medgan", "mr-t1-motion-correction-medgan", "t1_motion", "t1",
                  extra_tests=("test_colin27",), caveat=MOTION_CAVEAT),
