@@ -66,10 +66,13 @@ def _translate(held: List[sitk.Image], model: ModelLike, device: str = "auto", b
     planes = passes_for(volume, card)
     check_work_grids(volume, planes, card)
     result = ImageBuffer(volume.GetSize(), sitk.sitkFloat32)  # the passes write into the image returned
+    # the input's intensity range, fitted once on the input itself, serves every pass
+    source_range = card.intensity_pair.source.fit(sitk.GetArrayViewFromImage(volume))
+    ranges = (source_range, card.intensity_pair.target_range(source_range))
     if len(planes) == 1:
-        _one_pass(volume, planes[0], card, engine, progress, cancel, out=result)
+        _one_pass(volume, planes[0], card, engine, ranges, progress, cancel, out=result)
     else:
-        _fused_passes(volume, planes, card, engine, progress, cancel, out=result)
+        _fused_passes(volume, planes, card, engine, ranges, progress, cancel, out=result)
     if not np.isfinite(result.array.sum(dtype=np.float64)):  # the mapping back to units overflowed float32 (a
         # float64 sum cannot overflow here, and is NaN or infinite exactly when a voxel is: no mask array)
         raise TranslationError("the translation holds NaN or infinite values after mapping back to "
@@ -143,25 +146,23 @@ def check_work_grids(volume: sitk.Image, planes: List[str], card: ModelCard) -> 
 
 
 def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngine,
-              progress: Optional[ProgressCallback], cancel: Any, out: ImageBuffer, accumulate: bool = False) -> None:
+              ranges: Tuple[IntensityRange, IntensityRange], progress: Optional[ProgressCallback], cancel: Any,
+              out: ImageBuffer, accumulate: bool = False) -> None:
     """Fill `out` (float32 on `volume`'s grid) with the network's output in target units (before
     to_output_units), or add it to `out` (`accumulate`), from `plane` slices resampled in-plane to the card's
-    spacing. The input's intensity range is fitted on the input itself."""
+    spacing; `ranges`: the input's (source, target) intensity ranges."""
     orientation = reorientation(volume.GetDirection(), plane)
     target_spacing = in_plane_spacing_target(volume, orientation, card.spacing_mm)
     source = sitk.GetArrayViewFromImage(volume)  # [k, j, i], no copy
-    mapping = card.intensity_pair
-    source_range = mapping.source.fit(source)
-    target_range = mapping.target_range(source_range)
+    source_range, target_range = ranges
     if target_spacing is None:
         engine.run(orientation.apply(source), orientation.apply(out.array), source_range.to_network,
                    target_range.from_network, progress, cancel, mirror_context=plane == "sagittal",
                    accumulate=accumulate)
         return
     # neighbouring slices (card.context_slices) would cross a chunk's edge: then the whole volume at once
-    _resampled_pass(volume, orientation, target_spacing, (source_range, target_range), engine, progress, cancel,
-                    out, accumulate, mirror_context=plane == "sagittal",
-                    chunk=None if card.context_slices else CHUNK_SLICES)
+    _resampled_pass(volume, orientation, target_spacing, ranges, engine, progress, cancel, out, accumulate,
+                    mirror_context=plane == "sagittal", chunk=None if card.context_slices else CHUNK_SLICES)
 
 
 def _resampled_pass(volume: sitk.Image, orientation: Reorientation, target_spacing: Tuple[float, ...],
@@ -202,7 +203,8 @@ def _resampled_pass(volume: sitk.Image, orientation: Reorientation, target_spaci
 
 
 def _fused_passes(volume: sitk.Image, planes: List[str], card: ModelCard, engine: SliceEngine,
-                  progress: Optional[ProgressCallback], cancel: Any, out: ImageBuffer) -> None:
+                  ranges: Tuple[IntensityRange, IntensityRange], progress: Optional[ProgressCallback], cancel: Any,
+                  out: ImageBuffer) -> None:
     """Fill `out` with the passes along `planes` fused voxel by voxel (card.fusion): for the mean every pass is
     added into `out` as it is made (slab by slab when it is resampled back: no further volume on `volume`'s
     grid), for the median all passes are kept. Progress counts the slices of every pass as one task."""
@@ -216,7 +218,7 @@ def _fused_passes(volume: sitk.Image, planes: List[str], card: ModelCard, engine
                 progress(Progress(update.stage, update.done + offset if translating else update.done,
                                   total if translating else update.total))
         target = out if card.fusion == "mean" else ImageBuffer(out.size, out.pixel_id)
-        _one_pass(volume, plane, card, engine, report_pass, cancel, out=target,
+        _one_pass(volume, plane, card, engine, ranges, report_pass, cancel, out=target,
                   accumulate=card.fusion == "mean" and number > 0)
         before += count
         if card.fusion == "median":
