@@ -85,10 +85,11 @@ class SliceEngine:
         self.compiled_unproven = options.compile
 
     def _prepare(self, network: torch.nn.Module, compile: Optional[bool] = None) -> Any:
+        original = network
         network = instance_norms_as_group_norms(fold_batch_norms(network.eval())).to(self.device)
         self.bf16_weights = self._bf16_weights(network)
-        if self.bf16_weights:
-            network = copy.deepcopy(network).to(torch.bfloat16)
+        if self.bf16_weights:  # cast a copy: the caller's network keeps its float32 weights
+            network = (network if network is not original else copy.deepcopy(network)).to(torch.bfloat16)
         if self.options.channels_last:
             network = network.to(memory_format=torch.channels_last)
         if self.options.compile if compile is None else compile:
@@ -114,7 +115,9 @@ class SliceEngine:
         while start < count:
             check_cancel(cancel)
             numbers = np.arange(start, min(start + batch_size, count))
-            inputs = normalize(source[slice_indices(count, self.context, numbers)])  # (B, 2k+1, H, W)
+            batch = slice(start, numbers[-1] + 1)  # a view where no neighbour is needed, else a gather
+            stack = source[batch, None] if self.context == 0 else source[slice_indices(count, self.context, numbers)]
+            inputs = normalize(stack)  # (B, 2k+1, H, W)
             try:
                 result = self._infer(inputs, mirror_context)
             except torch.cuda.OutOfMemoryError:
@@ -130,14 +133,14 @@ class SliceEngine:
                 self.compiled_unproven = False
                 continue
             self.compiled_unproven = False
-            if not np.isfinite(result).all():
+            if not np.isfinite(result.sum(dtype=np.float64)):  # NaN or infinite exactly when a value is
                 raise TranslationError(f"the network produced NaN or infinite values on slices {numbers[0]}-"
                                        f"{numbers[-1]}; nothing was written (broken weights, or an input far "
                                        "outside what the model knows)")
             if accumulate:
-                output[numbers] += denormalize(result)
+                output[batch] += denormalize(result)
             else:
-                output[numbers] = denormalize(result)
+                output[batch] = denormalize(result)
             start = numbers[-1] + 1
             report(progress, "translating", int(start), count)
 

@@ -37,12 +37,17 @@ class IntensityRange:
 
     def to_network(self, values: np.ndarray) -> np.ndarray:
         """Any-shape array in units -> float32 in [-1, 1]."""
-        scaled = (np.asarray(values, dtype=np.float32) - self.low) * (2.0 / (self.high - self.low)) - 1.0
+        scaled = np.subtract(values, self.low, dtype=np.float32)  # one new array; the steps below work in it
+        scaled *= 2.0 / (self.high - self.low)
+        scaled -= 1.0
         return np.clip(scaled, -1.0, 1.0, out=scaled)
 
     def from_network(self, values: np.ndarray) -> np.ndarray:
         """Any-shape array in [-1, 1] -> float32 in units."""
-        return (np.asarray(values, dtype=np.float32) + 1.0) * ((self.high - self.low) / 2.0) + self.low
+        units = np.add(values, 1.0, dtype=np.float32)  # one new array; the steps below work in it
+        units *= (self.high - self.low) / 2.0
+        units += self.low
+        return units
 
 
 @dataclass(frozen=True)

@@ -151,13 +151,13 @@ def as_volume(image: sitk.Image, name: str = "image") -> sitk.Image:
     if sum(s > 1 for s in size) < 2:
         raise InputError(f"{name}: size {size} is a point or a line, not an image")
     values = sitk.GetArrayViewFromImage(image)
+    low, high = values.min(), values.max()  # NaN propagates into both, an infinity into one: no other pass
     if np.issubdtype(values.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(values)))
-        if bad:
+        if not (np.isfinite(low) and np.isfinite(high)):
+            bad = int(np.count_nonzero(~np.isfinite(values)))
             raise InputError(f"{name}: has {bad} NaN or infinite voxels; replace them before translating")
-        if float(np.abs(values).max()) > FLOAT32_MAX:
+        if max(-float(low), float(high)) > FLOAT32_MAX:
             raise InputError(f"{name}: has values beyond the float32 range (±{FLOAT32_MAX:.3g}); rescale it first")
-    low, high = values.min(), values.max()
     if low == high:
         raise InputError(f"{name}: is constant (every voxel is {low}); there is nothing to translate")
     return image

@@ -3,25 +3,42 @@ before it, InstanceNorm run as the GroupNorm it equals."""
 from __future__ import annotations
 
 import copy
-from typing import List
+from typing import List, Optional, Tuple
 
+import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
-def _foldable_pairs(module: nn.Module) -> List[int]:
-    """Indices i of a Sequential where layer i is a conv and layer i + 1 a BatchNorm2d with running statistics."""
+def _foldable_pairs(module: nn.Module) -> List[Tuple[int, int, int]]:
+    """(conv, norm, repeat) indices in a Sequential where layer `conv` is a convolution and layer `norm` a
+    BatchNorm2d with running statistics, either right after it (repeat 1) or after a PixelShuffle(r) between
+    them (repeat r**2: the shuffle moves conv channels c*r**2 ... c*r**2 + r**2 - 1 into channel c)."""
     if not isinstance(module, nn.Sequential):
         return []
     layers = list(module)
-    return [index for index, (conv, norm) in enumerate(zip(layers, layers[1:]))
-            if isinstance(conv, _CONVS) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats]
+
+    def batch_norm(index: int) -> bool:
+        return (index < len(layers) and isinstance(layers[index], nn.BatchNorm2d)
+                and layers[index].track_running_stats)
+
+    pairs = []
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, _CONVS):
+            continue
+        if batch_norm(index + 1):
+            pairs.append((index, index + 1, 1))
+        elif (index + 2 < len(layers) and isinstance(layers[index + 1], nn.PixelShuffle)
+              and isinstance(layer, nn.Conv2d) and batch_norm(index + 2)):
+            pairs.append((index, index + 2, layers[index + 1].upscale_factor ** 2))
+    return pairs
 
 
 def fold_batch_norms(network: nn.Module) -> nn.Module:
-    """An eval-mode copy of `network` with every (conv, BatchNorm2d) pair of a Sequential made one conv.
+    """An eval-mode copy of `network` with every BatchNorm2d of a Sequential that follows a conv (directly, or
+    through a PixelShuffle) folded into that conv.
 
     In eval mode BatchNorm is an affine map per channel, so it folds into the weights and bias of the
     convolution (or transposed convolution) it follows: the same output (to float rounding) for one pass
@@ -31,10 +48,17 @@ def fold_batch_norms(network: nn.Module) -> nn.Module:
         return network
     folded = copy.deepcopy(network).eval()
     for module in list(folded.modules()):
-        for index in _foldable_pairs(module):
-            conv = module[index]
-            module[index] = fuse_conv_bn_eval(conv, module[index + 1], transpose=isinstance(conv, nn.ConvTranspose2d))
-            module[index + 1] = nn.Identity()
+        for conv_index, norm_index, repeat in _foldable_pairs(module):
+            conv, norm = module[conv_index], module[norm_index]  # folded in place: the copy is this call's own
+
+            def per_conv_channel(values: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+                return None if values is None else values.repeat_interleave(repeat)
+
+            conv.weight, conv.bias = fuse_conv_bn_weights(
+                conv.weight, conv.bias, per_conv_channel(norm.running_mean), per_conv_channel(norm.running_var),
+                norm.eps, per_conv_channel(norm.weight), per_conv_channel(norm.bias),
+                transpose=isinstance(conv, nn.ConvTranspose2d))
+            module[norm_index] = nn.Identity()
     return folded
 
 
