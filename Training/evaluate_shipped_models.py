@@ -270,6 +270,17 @@ def native_simulation(model: ShippedModel, dataset: Dict[str, Any]) -> str:
                           "random axis), in-plane blur up to 0.8 mm, noise of 3-20 HU. Targets sharp and noise-free "
                           "from the same deformed maps: spin-echo T1 (TR 500 / TE 15 ms) with BrainWeb's tissue "
                           "values (TPM-based).")
+    pet_grid = ("on a 2 mm grid (the 1 mm maps averaged over 2x2x2 blocks): FDG-like PET, uptake per tissue "
+                "drawn per subject, a Gaussian point-spread function of 4-7 mm FWHM")
+    if model.source == "pet_in":
+        return anatomy + (f"PET inputs of the whole head {pet_grid}, extra blur up to 1.5 voxels, Poisson counts of "
+                          "100-1000 at the 99th percentile. Targets noise-free CT in HU of the whole head from the "
+                          "same deformed maps (HU per tissue with the subject's own draw, skull 900-1600 HU scaled "
+                          "by a smooth field of +-15 %).")
+    if model.source == "pet_low":
+        return anatomy + (f"Full-count PET of the whole head {pet_grid}, Poisson counts of 300-1000 at the 99th "
+                          "percentile; inputs the same scan thinned to 4-20 % of its counts (binomial thinning: "
+                          "exactly the Poisson image of a shorter scan). The target is the full-count scan.")
     if model.source == "t1_motion":
         kinds = {kind: sum(1 for s in train if s.get("head", {}).get("motion_input") == kind)
                  for kind in ("spin-echo", "random", "real")}
@@ -299,7 +310,8 @@ def native_training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict
     """The card's data provenance, simulation and split of a model trained on the 1 mm set."""
     dataset = json.loads((NATIVE_DATA / "dataset.json").read_text(encoding="utf-8"))
     real = {"t1": "No real T2, PD or CT of any subject was used.", "ct_in": "No real CT or MR pair was used.",
-            "t1_motion": "No real motion-corrupted scan was used."}[model.source]
+            "t1_motion": "No real motion-corrupted scan was used.",
+            "pet_in": "No real PET or CT was used.", "pet_low": "No real PET was used."}[model.source]
     return {
         "data": ("MNI ICBM152 2009a T1 and its GM/WM probability maps (1 mm; PyPI nilearn==0.14.1, BSD-3, template "
                  "under MNI's permissive notice) for the brain; SPM's TPM tissue maps (PyPI "
