@@ -149,3 +149,27 @@ def test_motion_moves_a_scan_on_its_grid_and_failures_name_the_baseline_beaten()
     better, worse = {"ssim": 0.9, "mae": 0.01}, {"ssim": 0.8, "mae": 0.02}
     assert motion_failures({"a": {"scan": {}, "model": better, "identity": worse},
                             "b": {"scan": {}, "model": worse, "identity": better}}) == ["b against identity"]
+
+
+def test_pet_to_ct_checks_score_a_ct_against_its_transmission_image_above_the_baselines(phantom):
+    from real_scans_pet_to_ct import (attenuation, checks, contour_baseline, masks as pet_masks,
+                                      real_scan_failures as pet_failures, smooth)
+
+    _, _, labels = phantom
+    ct = phantom_ct(labels).astype(np.float64)
+    spacing = (1.0, 1.0, 1.0)
+    transmission = smooth(attenuation(ct), spacing)
+    transmission /= transmission.max()  # SPM's template is scaled 0..1 as well
+    pet = smooth(np.isin(labels, ("gm", "wm")) * (1.0 + 2.0 * (labels == "gm")), spacing)
+    found = pet_masks(pet, transmission, spacing)
+    assert (labels[found["brain"]] != "air").all() and np.isin(labels[found["brain"]], ("gm", "wm")).mean() > 0.9
+    right = checks(ct, transmission, found, spacing)
+    assert right["correlation"] > 0.99 and right["all_passed"]
+    contour = checks(contour_baseline(pet, spacing), transmission, found, spacing)
+    identity = checks(pet, transmission, found, spacing, hu=False)
+    assert contour["correlation"] < right["correlation"] and identity["correlation"] < right["correlation"]
+    assert not contour["passed"]["bone"]  # water everywhere: no skull
+    no_skull = checks(np.where(labels == "bone", 30.0, ct), transmission, found, spacing)
+    scan = {"baseline_identity": identity, "baseline_contour": contour}
+    assert pet_failures({"a": {**scan, "model": right}}) == []
+    assert pet_failures({"b": {**scan, "model": no_skull}})[0] == "bone HU on b"

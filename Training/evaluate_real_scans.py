@@ -36,7 +36,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -274,9 +274,10 @@ def evaluate(model_ref: str, out: Path) -> Dict[str, Any]:
     return result
 
 
-def _views(volume: np.ndarray, spacing_xyz: Tuple[float, ...], head: np.ndarray) -> List[np.ndarray]:
-    """Axial, coronal and sagittal middle slices at 1 mm pixels, superior / anterior up, scaled 0..1."""
-    shown = np.clip(unit(volume, head), 0.0, 1.0)
+def _views(volume: np.ndarray, spacing_xyz: Tuple[float, ...], head: Optional[np.ndarray]) -> List[np.ndarray]:
+    """Axial, coronal and sagittal middle slices at 1 mm pixels, superior / anterior up, scaled 0..1 by the
+    percentiles in `head` (None: `volume` is already 0..1)."""
+    shown = np.clip(volume if head is None else unit(volume, head), 0.0, 1.0)
     sx, sy, sz = spacing_xyz
     z, y, x = (s // 2 for s in shown.shape)
     views = [(shown[z], (sy, sx)), (shown[:, y], (sz, sx)), (shown[:, :, x], (sz, sy))]
@@ -288,11 +289,13 @@ def _views(volume: np.ndarray, spacing_xyz: Tuple[float, ...], head: np.ndarray)
     return out
 
 
-def grid(pictures: List[Tuple[str, Tuple[float, ...], Dict[str, np.ndarray]]], model_id: str, path: Path) -> None:
-    """One block per scan: a row per plane, a column per image (input, model, baselines)."""
+def grid(pictures: List[Tuple[str, Tuple[float, ...], Dict[str, np.ndarray]]], model_id: str, path: Path,
+         caption: str = "on real scans it never saw", scaled: bool = False) -> None:
+    """One block per scan: a row per plane, a column per image (input, model, baselines), each scaled by its
+    percentiles in the input's head, or shown as given (`scaled`: every volume already 0..1)."""
     blocks = []
     for name, spacing, volumes in pictures:
-        head = head_mask(volumes["input"])
+        head = None if scaled else head_mask(volumes["input"])
         columns = [_views(v, spacing, head) for v in volumes.values()]
         rows = []
         for plane in range(3):
@@ -306,7 +309,7 @@ def grid(pictures: List[Tuple[str, Tuple[float, ...], Dict[str, np.ndarray]]], m
     height = sum(b.shape[0] + 14 for _, b in blocks) + 16
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 2), f"{model_id} on real scans it never saw (full resolution, 1 mm pixels)", fill=255)
+    draw.text((4, 2), f"{model_id} {caption} (full resolution, 1 mm pixels)", fill=255)
     top = 16
     for label, block in blocks:
         draw.text((4, top), label, fill=200)

@@ -47,6 +47,7 @@ from shipped_models import CONFIGS, DATA, MODELS, NATIVE_DATA, RESULTS, SHIPPED,
 import evaluate_real_scans  # noqa: E402
 import real_scans_ct_to_t1  # noqa: E402
 import real_scans_motion  # noqa: E402
+import real_scans_pet_to_ct  # noqa: E402
 import real_scans_synthetic_ct  # noqa: E402
 from evaluate_real_scans import baselines as mr_baselines  # noqa: E402
 
@@ -102,6 +103,9 @@ REAL_SCAN_CHECKS = {
                      "has one; Training/real_scans_synthetic_ct.py"),
     "ct to t1": (real_scans_ct_to_t1, "reference-free, on a real head CT: WM > GM > CSF and bone darker than GM in "
                  "masks from the CT; Training/real_scans_ct_to_t1.py"),
+    "pet to ct": (real_scans_pet_to_ct, "on SPM's average of real PET scans: the output's attenuation at 511 keV "
+                  "against SPM's average transmission image (Pearson r, smoothed to 8 mm), beside the PET itself "
+                  "and contour attenuation correction; brain, air and skull HU; Training/real_scans_pet_to_ct.py"),
     "motion": (real_scans_motion, "real scans moved in k-space (one motion history for all axial slices), scored "
                "against the clean scan: SSIM, PSNR, MAE; Training/real_scans_motion.py"),
 }
@@ -117,6 +121,8 @@ def real_scan_kind(card: ModelCard) -> Optional[str]:
         return "synthetic ct"
     if (card.source_modality, card.target_modality) == ("CT", "MR-T1"):
         return "ct to t1"
+    if (card.source_modality, card.target_modality) == ("PET", "CT"):
+        return "pet to ct"
     return None
 
 
@@ -455,6 +461,12 @@ def real_scan_summary(metrics: Dict[str, Any]) -> str:
         checks = scans["head_ct"]["model"]
         return f"real head CT: WM > GM > CSF {'yes' if checks['order'] else 'no'}, bone dark " \
                f"{'yes' if checks['bone_dark'] else 'no'}"
+    if kind == "pet to ct":
+        checks = scans["spm_average_pet"]
+        return (f"SPM's average PET: attenuation r {checks['model']['correlation']:.2f} (PET "
+                f"{checks['baseline_identity']['correlation']:.2f}, contour "
+                f"{checks['baseline_contour']['correlation']:.2f}), HU checks "
+                f"{'pass' if checks['model']['all_passed'] else 'fail'}")
     beaten = sum(not any(f.startswith(f"{scan} ") for f in real["failures"]) for scan in scans)
     gains = ", ".join(f"{checks['baseline_identity']['ssim']:.2f} → {checks['model']['ssim']:.2f}"
                       for checks in scans.values())
