@@ -21,16 +21,12 @@ from .errors import TranslationError
 from .networks import fold_batch_norms, instance_norms_as_group_norms, size_multiple
 from .progress import ProgressCallback, check_cancel, report
 
-# On the CPU a batch holds at most this many slice pixels, so that the activations stay about the same size
-# whatever the slices' size: a 512 x 512 slice goes 1 at a time. Light networks, whose layers output at most
-# LIGHT_VALUES_PER_PIXEL values per input pixel in all (the pix2pix U-Nets and CasNets: 50-120), spend much of
-# their time in per-layer overhead on small inner maps and take 6 slices of 256 x 256; heavier ones (a classic
-# U-Net: 270, a ResNet: 690) take 4, beyond which they slow down. Measured on 2 Zen 4 cores: 6 against 4 slices
-# runs 5-12 % faster for the light ones and 20-45 % slower for the heavy ones. A GPU keeps the batch asked for,
-# halving it on out-of-memory.
+# On the CPU a batch holds at most this many slice pixels (4 slices of 256 x 256): a 512 x 512 slice goes 1 at a
+# time, so that the network's activations stay about the same size whatever the slices' size (on 2 Zen 4 cores
+# batches of 4 run about 15 % faster than 8; a GPU keeps the batch asked for, halving it on out-of-memory). Light
+# networks (pix2pix U-Nets) ran 5-12 % faster at 6 slices on a quiet machine but 45 % slower at 6 while the host
+# was busy: 4 for every network.
 CPU_BATCH_PIXELS = 4 * 256 * 256
-CPU_BATCH_PIXELS_LIGHT = 6 * 256 * 256
-LIGHT_VALUES_PER_PIXEL = 128
 
 ArrayMap = Callable[[np.ndarray], np.ndarray]
 
@@ -74,30 +70,6 @@ def crop_to(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return batch[..., top:top + height, left:left + width]
 
 
-@torch.inference_mode()
-def activation_values_per_pixel(network: torch.nn.Module, channels: int, multiple: int, dtype: torch.dtype) -> float:
-    """The values all layers of `network` output for one input pixel, summed (its activations' footprint), probed
-    on one zero (1, channels, m, m) input: m is the network's size multiple, at least 64 (a few milliseconds)."""
-    side = max(64, multiple)
-    total = [0]
-
-    def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel()
-
-    parameter = next(network.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    layers = [module for module in network.modules()
-              if not list(module.children()) and not isinstance(module, torch.nn.Identity)]
-    hooks = [layer.register_forward_hook(record) for layer in layers]
-    try:
-        network(torch.zeros(1, channels, side, side, dtype=dtype, device=device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return total[0] / (side * side)
-
-
 class SliceEngine:
     """Runs a 2D network over the slices of a volume, batch by batch, on one device."""
 
@@ -122,15 +94,6 @@ class SliceEngine:
             network = (network if network is not original else copy.deepcopy(network)).to(torch.bfloat16)
         if self.options.channels_last:
             network = network.to(memory_format=torch.channels_last)
-        if self.device.type == "cpu":
-            self.cpu_batch_pixels = CPU_BATCH_PIXELS
-            try:
-                values = activation_values_per_pixel(network, 2 * self.context + 1, self.multiple,
-                                                     torch.bfloat16 if self.bf16_weights else torch.float32)
-            except torch.cuda.OutOfMemoryError:  # not even one small slice fits: the smaller batches
-                values = float("inf")
-            if values <= LIGHT_VALUES_PER_PIXEL:
-                self.cpu_batch_pixels = CPU_BATCH_PIXELS_LIGHT
         if self.options.compile if compile is None else compile:
             return torch.compile(network)
         return network
@@ -148,7 +111,7 @@ class SliceEngine:
         count = source.shape[0]
         batch_size = max(1, self.options.batch_size)
         if self.device.type == "cpu":  # activations grow with the slice: large slices go fewer at a time
-            batch_size = max(1, min(batch_size, self.cpu_batch_pixels // max(1, source.shape[-1] * source.shape[-2])))
+            batch_size = max(1, min(batch_size, CPU_BATCH_PIXELS // max(1, source.shape[-1] * source.shape[-2])))
         start = 0
         report(progress, "translating", 0, count)
         while start < count:

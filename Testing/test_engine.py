@@ -7,16 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from MedTranslateLib.engine import (
-    CPU_BATCH_PIXELS,
-    CPU_BATCH_PIXELS_LIGHT,
-    EngineOptions,
-    SliceEngine,
-    activation_values_per_pixel,
-    crop_to,
-    pad_to_multiple,
-    slice_indices,
-)
+from MedTranslateLib.engine import EngineOptions, SliceEngine, crop_to, pad_to_multiple, slice_indices
 from MedTranslateLib.errors import TranslationCancelled
 from MedTranslateLib.intensity import IntensityRange
 from MedTranslateLib.networks import build_network
@@ -143,30 +134,6 @@ def test_cancel_accepts_a_callable():
     with pytest.raises(TranslationCancelled):
         SliceEngine(network(1), torch.device("cpu")).run(volume, np.zeros_like(volume), SOURCE_RANGE.to_network,
                                                            TARGET_RANGE.from_network, cancel=lambda: True)
-
-
-def test_activation_footprint_sums_every_layer_output_per_input_pixel():
-    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(),  # 4 + 4 values a pixel
-                              torch.nn.Conv2d(4, 8, 2, stride=2), torch.nn.Identity())  # 8 at a quarter: 2
-    assert activation_values_per_pixel(net, 2, 1, torch.float32) == 10.0
-
-
-@pytest.mark.parametrize("spec, light", [
-    ({"name": "unet", "variant": "pix2pix", "width": 16, "num_downs": 6, "norm": "batch", "upsample": "pixelshuffle"},
-     True),
-    ({"name": "casnet", "n_blocks": 3, "num_downs": 6, "width": 12, "norm": "batch"}, True),
-    ({"name": "unet", "variant": "classic", "width": 16, "depth": 4, "norm": "batch"}, False),
-    ({"name": "resnet", "width": 32, "n_blocks": 6, "norm": "instance"}, False),
-])
-def test_cpu_batches_are_larger_for_light_networks(spec: dict, light: bool):
-    volume = np.random.default_rng(3).uniform(0, 500, (9, 256, 256)).astype(np.float32)
-    net = build_network(spec, in_channels=1).eval()
-    sizes = []
-    engine = SliceEngine(net, torch.device("cpu"), 0, EngineOptions(batch_size=8))
-    engine.network.register_forward_pre_hook(lambda module, inputs: sizes.append(inputs[0].shape[0]))
-    engine.run(volume, np.empty_like(volume), SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
-    batch = (CPU_BATCH_PIXELS_LIGHT if light else CPU_BATCH_PIXELS) // (256 * 256)
-    assert sizes == [min(batch, 9 - start) for start in range(0, 9, batch)]
 
 
 class RunsOutOfMemoryAbove(torch.nn.Module):
