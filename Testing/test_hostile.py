@@ -327,10 +327,10 @@ def test_a_signal_while_writing_leaves_nothing_behind(tmp_path, tiny_model, sign
 def test_sigterm_while_translating_exits_143_and_writes_nothing(tmp_path, tiny_model):
     source = big_input(tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "MedTranslateLib.cli", "translate", str(source),
-                                str(tmp_path / "out.nii.gz"), "--model", str(tiny_model)],
+                                str(tmp_path / "out.nii.gz"), "--model", str(tiny_model), "--progress", "jsonl"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=Path(__file__).parents[1])
-    time.sleep(4.0)  # past start-up (imports): reading or translating
+    assert json.loads(process.stdout.readline())["event"] == "progress"  # past start-up: reading or translating
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143 or (process.returncode == 0 and (tmp_path / "out.nii.gz").is_file()), stderr

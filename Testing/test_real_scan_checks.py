@@ -170,6 +170,6 @@ def test_pet_to_ct_checks_score_a_ct_against_its_transmission_image_above_the_ba
     assert contour["correlation"] < right["correlation"] and identity["correlation"] < right["correlation"]
     assert not contour["passed"]["bone"]  # water everywhere: no skull
     no_skull = checks(np.where(labels == "bone", 30.0, ct), transmission, found, spacing)
-    scan = {"baseline_identity": identity, "baseline_contour": contour}
+    scan = {"identity": identity, "contour": contour}
     assert pet_failures({"a": {**scan, "model": right}}) == []
     assert pet_failures({"b": {**scan, "model": no_skull}})[0] == "bone HU on b"

@@ -466,7 +466,8 @@ def real_scan_summary(metrics: Dict[str, Any]) -> str:
         return (f"SPM's average PET: attenuation r {checks['model']['correlation']:.2f} (PET "
                 f"{checks['baseline_identity']['correlation']:.2f}, contour "
                 f"{checks['baseline_contour']['correlation']:.2f}), HU checks "
-                f"{'pass' if checks['model']['all_passed'] else 'fail'}")
+                f"{'pass' if checks['model']['all_passed'] else 'fail'}"
+                + ("; trained on warps of this PET" if checks["scan"].get("seen_in_training") else ""))
     beaten = sum(not any(f.startswith(f"{scan} ") for f in real["failures"]) for scan in scans)
     gains = ", ".join(f"{checks['baseline_identity']['ssim']:.2f} → {checks['model']['ssim']:.2f}"
                       for checks in scans.values())

@@ -3,7 +3,7 @@
 No single-subject PET can be installed here (../shared/DATA.md). SPM's OldNorm templates hold an average of real
 PET scans (`PET.nii`) and, on the same 2 mm grid, an average 511 keV transmission image (`Transm.nii`: the
 attenuation PET needs, which a pseudo-CT is made for). Both are smoothed averages (about 8 mm), scaled 0..1.
-The 1.0 PET models trained on warps of this PET template; the 2.0 ones never saw it.
+The 1.0 PET models trained on warps of this PET template (`seen_in_training`: read from the card's data).
 - `correlation`: the output's HU mapped to 511 keV attenuation (bilinear: water-air below 0 HU, water-bone above),
   smoothed like the template (8 mm FWHM), against the transmission image: Pearson r inside the head grown by
   4 mm (the head: the transmission image above HEAD_LEVEL, holes filled);
@@ -118,16 +118,18 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
     contour = contour_baseline(pet, spacing_zyx)
     results = {"spm_average_pet": {
         "scan": {"spacing_mm": [round(float(v), 3) for v in image.GetSpacing()],
-                 "reference": "SPM OldNorm Transm.nii (average 511 keV transmission, smoothed, scaled 0..1)"},
+                 "reference": "SPM OldNorm Transm.nii (average 511 keV transmission, smoothed, scaled 0..1)",
+                 "seen_in_training": "OldNorm PET" in str(card.training.get("data", ""))},
         "model": checks(output, transmission, found, spacing_zyx),
-        "baseline_identity": checks(pet, transmission, found, spacing_zyx, hu=False),
-        "baseline_contour": checks(contour, transmission, found, spacing_zyx)}}
+        "identity": checks(pet, transmission, found, spacing_zyx, hu=False),
+        "contour": checks(contour, transmission, found, spacing_zyx)}}
     found_here = results["spm_average_pet"]
     checked = found_here["model"]
     print(f"{card.id} spm_average_pet: r {checked['correlation']:.3f} (PET "
-          f"{found_here['baseline_identity']['correlation']:.3f}, contour "
-          f"{found_here['baseline_contour']['correlation']:.3f}); brain {checked['brain_hu']:.0f} HU, "
+          f"{found_here['identity']['correlation']:.3f}, contour "
+          f"{found_here['contour']['correlation']:.3f}); brain {checked['brain_hu']:.0f} HU, "
           f"air {checked['air_hu']:.0f}, bone p95 {checked['bone_hu']:.0f}", flush=True)
+
     def window(hu: np.ndarray) -> np.ndarray:  # -1000..1000 HU as 0..1: air black, water grey, bone white
         return (hu + 1000.0) / 2000.0
 
@@ -144,7 +146,7 @@ def real_scan_failures(results: Dict[str, Dict[str, Any]]) -> List[str]:
     failed = []
     for scan, found in results.items():
         failed += [f"{check} HU on {scan}" for check, passed in found["model"]["passed"].items() if not passed]
-        best_baseline = max(found["baseline_identity"]["correlation"], found["baseline_contour"]["correlation"])
+        best_baseline = max(found["identity"]["correlation"], found["contour"]["correlation"])
         if not found["model"]["correlation"] > best_baseline:
             failed.append(f"attenuation correlation on {scan}")
     return failed
