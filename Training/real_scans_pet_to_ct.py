@@ -35,6 +35,7 @@ from fetch_spm_templates import fetch as fetch_spm  # noqa: E402
 
 from MedTranslateLib import translate_image  # noqa: E402
 from MedTranslateLib.metrics import largest_component  # noqa: E402
+from MedTranslateLib.simulate import blur_resolution  # noqa: E402
 
 PET, TRANSMISSION = "toolbox/OldNorm/PET.nii", "toolbox/OldNorm/Transm.nii"
 TEMPLATE_FWHM_MM = 8.0
@@ -53,8 +54,7 @@ def attenuation(hu: np.ndarray) -> np.ndarray:
 
 def smooth(volume: np.ndarray, spacing_zyx: Tuple[float, ...]) -> np.ndarray:
     """Gaussian smoothing to the templates' TEMPLATE_FWHM_MM."""
-    sigma = TEMPLATE_FWHM_MM / 2.3548
-    return ndimage.gaussian_filter(volume, [sigma / s for s in spacing_zyx])
+    return blur_resolution(volume, [TEMPLATE_FWHM_MM / s for s in spacing_zyx])
 
 
 def masks(pet: np.ndarray, transmission: np.ndarray, spacing_zyx: Tuple[float, ...]) -> Dict[str, np.ndarray]:

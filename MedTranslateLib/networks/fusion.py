@@ -36,6 +36,11 @@ def _foldable_pairs(module: nn.Module) -> List[Tuple[int, int, int]]:
     return pairs
 
 
+def _per_conv_channel(values: Optional[torch.Tensor], repeat: int) -> Optional[torch.Tensor]:
+    """A BatchNorm's per-channel values for the conv channels it covers (each `repeat` times: a PixelShuffle)."""
+    return None if values is None else values.repeat_interleave(repeat)
+
+
 def fold_batch_norms(network: nn.Module) -> nn.Module:
     """An eval-mode copy of `network` with every BatchNorm2d of a Sequential that follows a conv (directly, or
     through a PixelShuffle) folded into that conv.
@@ -50,14 +55,10 @@ def fold_batch_norms(network: nn.Module) -> nn.Module:
     for module in list(folded.modules()):
         for conv_index, norm_index, repeat in _foldable_pairs(module):
             conv, norm = module[conv_index], module[norm_index]  # folded in place: the copy is this call's own
-
-            def per_conv_channel(values: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-                return None if values is None else values.repeat_interleave(repeat)
-
-            conv.weight, conv.bias = fuse_conv_bn_weights(
-                conv.weight, conv.bias, per_conv_channel(norm.running_mean), per_conv_channel(norm.running_var),
-                norm.eps, per_conv_channel(norm.weight), per_conv_channel(norm.bias),
-                transpose=isinstance(conv, nn.ConvTranspose2d))
+            mean, var, weight, bias = (_per_conv_channel(values, repeat)
+                                       for values in (norm.running_mean, norm.running_var, norm.weight, norm.bias))
+            conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, mean, var, norm.eps, weight, bias,
+                                                          transpose=isinstance(conv, nn.ConvTranspose2d))
             module[norm_index] = nn.Identity()
     return folded
 
