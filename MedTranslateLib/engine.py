@@ -83,12 +83,21 @@ class SliceEngine:
         self.options = options
         self.multiple = size_multiple(network)
         self.eager_network = network
-        self.network = self._prepare(network)
+        try:
+            self.network = self._prepare(network)
+        except torch.cuda.OutOfMemoryError:
+            if self.device.type == "cpu":
+                raise
+            self._run_on_cpu("CUDA out of memory placing the network's weights")
         self.compiled_unproven = options.compile
 
     def _prepare(self, network: torch.nn.Module, compile: Optional[bool] = None) -> Any:
         original = network
-        network = instance_norms_as_group_norms(fold_batch_norms(network.eval())).to(self.device)
+        network = instance_norms_as_group_norms(fold_batch_norms(network.eval()))
+        weights = next(network.parameters(), None)
+        if network is original and weights is not None and weights.device != self.device:
+            network = copy.deepcopy(network)  # Module.to moves in place: the caller's weights stay where they are
+        network = network.to(self.device)
         self.bf16_weights = self._bf16_weights(network)
         if self.bf16_weights:  # cast a copy: the caller's network keeps its float32 weights
             network = (network if network is not original else copy.deepcopy(network)).to(torch.bfloat16)
@@ -158,14 +167,19 @@ class SliceEngine:
         return not any(isinstance(module, norms) for module in network.modules())
 
     def _after_out_of_memory(self, batch_size: int) -> int:
+        """The batch size to retry with: half, or 1 on the CPU once a single slice does not fit."""
         torch.cuda.empty_cache()
         if batch_size > 1:
             warnings.warn(f"CUDA out of memory at batch {batch_size}; retrying with batch {batch_size // 2}")
             return batch_size // 2
-        warnings.warn("CUDA out of memory at batch 1; continuing on the CPU")
+        self._run_on_cpu("CUDA out of memory at batch 1")
+        return 1
+
+    def _run_on_cpu(self, reason: str) -> None:
+        torch.cuda.empty_cache()
+        warnings.warn(f"{reason}; continuing on the CPU")
         self.device = torch.device("cpu")
         self.network = self._prepare(self.eager_network)
-        return 1
 
     @torch.inference_mode()
     def _infer(self, inputs: np.ndarray, mirror_context: bool = False) -> np.ndarray:

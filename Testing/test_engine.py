@@ -165,6 +165,35 @@ def test_out_of_memory_halves_the_batch():
         never.run(volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network)  # nowhere left to go
 
 
+class NoRoomOnTheGpu(torch.nn.Module):
+    """Stand-in for a GPU without room for the weights (no GPU here): moving it to any device but the CPU
+    raises torch.OutOfMemoryError, as CUDA's allocator does."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.size_multiple = net, net.size_multiple
+
+    def to(self, *args, **kwargs):
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None and device.type != "cpu":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().to(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_no_room_for_the_weights_on_the_gpu_runs_on_the_cpu():
+    volume = np.random.default_rng(7).uniform(0, 500, (5, 16, 16)).astype(np.float32)
+    net = network(1)
+    with pytest.warns(UserWarning, match="placing the network's weights; continuing on the CPU"):
+        engine = SliceEngine(NoRoomOnTheGpu(net), torch.device("cuda"), 0, EngineOptions(precision="fp32"))
+    assert engine.device.type == "cpu"
+    output = np.empty_like(volume)
+    engine.run(volume, output, SOURCE_RANGE.to_network, TARGET_RANGE.from_network)
+    np.testing.assert_allclose(output, plain_loop(net, volume, 0), atol=1e-2)
+
+
 # --------------------------------------------------------------------------------------------- precision
 
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch):

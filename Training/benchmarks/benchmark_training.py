@@ -1,4 +1,5 @@
-"""Training speed of every recipe: optimisation steps per second at 128² and 256², batch 1.
+"""Training speed of every recipe: optimisation steps per second at 128² and 256², batch 1, and of the
+shipped 1 mm configs as they train (their own crop and batch size).
 
 Each recipe is built from its shipped config (Training/configs/, the papers' network sizes) and timed through
 its real `train_step` - forward, losses, backward, Adam, for all its networks - on synthetic batches already
@@ -45,9 +46,18 @@ VARIANTS = {  # label -> (config file, extra overrides)
     "medgan": ("medgan_pet_ct.toml", []),
     "medgan+vgg19": ("medgan_pet_ct.toml", ["VGG"]),
 }
+AS_SHIPPED = {  # label -> config file, timed at its own crop and batch size (--sizes does not apply)
+    "t2-pix2pix-1mm": "shipped/mr-t1-to-t2-pix2pix.toml",
+    "ct-t1-unet_l2-1mm": "shipped/ct-to-mr-t1-unet-l2.toml",
+    "cyclegan-1mm": "native/mr-t1-t2-cyclegan.toml",
+    "pet-ct-medgan": "shipped/pet-to-ct-medgan.toml",
+}
 
 
 def make_config(variant: str, size: int, device: str, amp: bool, vgg_file: Optional[Path]) -> Any:
+    if variant in AS_SHIPPED:
+        return load_config(CONFIGS / AS_SHIPPED[variant], [f"train.device={device}",
+                                                           f"train.amp={'true' if amp else 'false'}"])
     name, extra = VARIANTS[variant]
     overrides = [f"data.crop_size={size}", "data.batch_size=1", f"train.device={device}",
                  f"train.amp={'true' if amp else 'false'}"]
@@ -75,10 +85,10 @@ def time_recipe(config: Any, device: torch.device, amp: bool, warmup: int, min_s
     scaler = make_grad_scaler(amp)
     recipe = get_recipe(config.recipe_name)(config, RecipeContext(device=device, amp=amp, scaler=scaler,
                                                                   log=lambda message: None))
-    size = config.data.crop_size
+    size, count = config.data.crop_size, config.data.batch_size
     generator = torch.Generator().manual_seed(0)
-    batch = {"source": (torch.rand(1, config.in_channels, size, size, generator=generator) * 2 - 1).to(device),
-             "target": (torch.rand(1, 1, size, size, generator=generator) * 2 - 1).to(device)}
+    batch = {"source": (torch.rand(count, config.in_channels, size, size, generator=generator) * 2 - 1).to(device),
+             "target": (torch.rand(count, 1, size, size, generator=generator) * 2 - 1).to(device)}
 
     def sync() -> None:
         if device.type == "cuda":
@@ -127,7 +137,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--recipes", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--recipes", nargs="+", default=list(VARIANTS), choices=list(VARIANTS) + list(AS_SHIPPED))
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps at least (default: 2 CPU, 5 CUDA)")
     parser.add_argument("--min-steps", type=int, default=None, help="timed steps at least (default: 3 CPU, 30 CUDA)")
     parser.add_argument("--min-seconds", type=float, default=None,
@@ -150,17 +160,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         vgg = random_vgg19(Path(folder)) if any(r.endswith("vgg19") for r in args.recipes) else None
         for variant in args.recipes:
-            for size in args.sizes:
+            for size in ([0] if variant in AS_SHIPPED else args.sizes):
                 for amp in ((False, True) if cuda else (False,)):
                     config = make_config(variant, size, args.device, amp, vgg)
-                    row = {"recipe": variant, "size": size, "batch": 1, "amp": amp,
+                    size = config.data.crop_size
+                    row = {"recipe": variant, "size": size, "batch": config.data.batch_size, "amp": amp,
                            **time_recipe(config, device, amp, warmup, min_steps, min_seconds)}
                     rows.append(row)
                     print(f"{variant:13s} {size:4d}²  amp={str(amp):5s}  {row['steps_per_s']:8.3f} steps/s  "
                           f"({row['s_per_step']:.3f} s/step; median {row['median_s_per_step']:.3f}, "
                           f"best {row['best_s_per_step']:.3f})", flush=True)
     report = {
-        "benchmark": "training steps per second, batch 1, synthetic batches on the device (data loading excluded)",
+        "benchmark": ("training steps per second, batch 1 (shipped configs: their own batch), synthetic batches on "
+                      "the device (data loading excluded)"),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "device": describe_hardware(device),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": str(torch.__version__),
