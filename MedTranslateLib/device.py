@@ -45,8 +45,9 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[to
     bf16 keeps 7: measured on an H100 (Training/benchmarks/results/translate_cuda_h100.json) bf16 autocast put
     errors of up to a third of the intensity range into a CycleGAN ResNet's output, fp16 under 4 %, for 10-25 %
     more speed; on an H200 with the shipped 1 mm models (translate_cuda_h200.json) bf16 erred by up to 2.5
-    and 7.9 % of the range, fp16 by 0.19 and 1.2 %, as much as CUDA's own float32 (TF32 convolutions). CPU autocast has no fp16 path worth taking, so there `auto` is bf16; a card measured to lose
-    accuracy in bf16 says `precision: fp32` (Training/benchmarks/benchmark_precision.py).
+    and 7.9 % of the range, fp16 by 0.19 and 1.2 %, as much as CUDA's own float32 (TF32 convolutions). CPU
+    autocast has no fp16 path worth taking, so there `auto` is bf16; a card measured to lose accuracy in bf16
+    says `precision: fp32` (Training/benchmarks/benchmark_precision.py).
     """
     if precision not in PRECISIONS:
         raise InputError(f"precision '{precision}' is unknown ({', '.join(PRECISIONS)})")
