@@ -17,6 +17,17 @@ def anatomy():
     return load_anatomy()
 
 
+SUBJECT_SEED = 1
+
+
+@pytest.fixture(scope="module")
+def subject():
+    """make_subject's (volumes, pet, draws) of one probe subject, drawn once for the tests below."""
+    from prepare_native_data import make_subject
+
+    return make_subject("probe", seed=SUBJECT_SEED)
+
+
 def test_head_tissues_are_probabilities_with_the_brain_from_2009a(anatomy):
     grid, tissues, brain, real_t1 = anatomy
     assert tissues.shape == (6,) + brain.shape and grid.GetSpacing() == (1.0, 1.0, 1.0)
@@ -49,12 +60,10 @@ def test_random_deformation_is_identity_without_parameters_and_smooth_otherwise(
     assert np.abs(warped - np.indices(head)[:, 60:130]).max() > 3.0  # yet a real change of shape and pose
 
 
-def test_a_training_subject_pairs_a_randomised_t1_with_a_sharp_t2(anatomy, seed=1):
-    from prepare_native_data import make_subject
-
+def test_a_training_subject_pairs_a_randomised_t1_with_a_sharp_t2(anatomy, subject, seed=SUBJECT_SEED):
     from prepare_native_data import BRAIN_VOLUMES, HEAD_VOLUMES, PET_FACTOR, PET_VOLUMES
 
-    volumes, pet, draws = make_subject("probe", seed=seed)
+    volumes, pet, draws = subject
     _, tissues, brain, _ = anatomy
     assert set(volumes) == set(BRAIN_VOLUMES + HEAD_VOLUMES) and all(v.shape == brain.shape for v in volumes.values())
     assert set(pet) == set(PET_VOLUMES)
@@ -70,3 +79,14 @@ def test_a_training_subject_pairs_a_randomised_t1_with_a_sharp_t2(anatomy, seed=
     assert mean["t2", "csf"] > mean["t2", "gm"] > mean["t2", "wm"]  # literature T2 contrast, sharp target
     assert mean["t1", "wm"] > mean["t1", "gm"] > mean["t1", "csf"]  # a T1-weighted input, whatever its draw
     assert draws["input"] in ("spin-echo", "random", "real") and draws["seed"] == seed
+
+
+def test_pet_volumes_drawn_again_from_the_seed_are_the_subjects(subject, seed=SUBJECT_SEED):
+    """--redo-pet rebuilds a prepared subject's PET from its seed alone: the deformation is the stream's first
+    draw and the PET has a stream of its own."""
+    from prepare_native_data import PET_FWHM_MM, deformed_head, pet_volumes
+
+    _, pet, draws = subject
+    again, again_draws = pet_volumes(deformed_head(np.random.default_rng(seed))[1], np.random.default_rng([seed, 2]))
+    assert all(np.array_equal(again[key], pet[key]) for key in pet) and again_draws == draws["pet"]
+    assert PET_FWHM_MM[0] <= draws["pet"]["pet_fwhm_mm"] <= PET_FWHM_MM[1]

@@ -75,7 +75,9 @@ def nominal_pet_uptake() -> Dict[str, float]:
     return dict(_PET_UPTAKE)
 
 
-def random_pet_uptake(rng: np.random.Generator) -> Dict[str, float]:
-    """White-matter/grey-matter ratio in [0.25, 0.5]; CSF, bone and scalp uptake over plausible low ranges."""
+def random_pet_uptake(rng: np.random.Generator, bone: Tuple[float, float] = (0.05, 0.2),
+                      soft: Tuple[float, float] = (0.08, 0.3)) -> Dict[str, float]:
+    """White-matter/grey-matter ratio in [0.25, 0.5]; CSF uptake over a plausible low range, bone and scalp
+    (soft tissue) uptake uniform over the ranges given (relative to grey matter)."""
     return {"gm": 1.0, "wm": float(rng.uniform(0.25, 0.5)), "csf": float(rng.uniform(0.02, 0.1)),
-            "bone": float(rng.uniform(0.05, 0.2)), "soft": float(rng.uniform(0.08, 0.3)), "air": 0.0}
+            "bone": float(rng.uniform(*bone)), "soft": float(rng.uniform(*soft)), "air": 0.0}

@@ -31,17 +31,19 @@ random stream so that the volumes above stay as they were:
 And on a 2 mm grid (the 1 mm maps averaged over 2x2x2 blocks; PET is reconstructed at 2 mm or coarser), from a
 third random stream:
 - `pet_in` -> `ct_pet` (PET -> CT, attenuation): FDG-like PET (uptake per tissue drawn by
-  simulate.random_pet_uptake, a Gaussian point-spread function of 4-7 mm FWHM, extra blur up to 1.5 voxels,
-  Poisson counts of 100-1000 at the 99th percentile); the target a noise-free CT of the whole head (HU as `ct`);
+  simulate.random_pet_uptake, scalp and bone uptake down to none, PET_EXTRACEREBRAL, as in SPM's average of
+  real PET; a Gaussian point-spread function of PET_FWHM_MM, 5-10 mm, that average's ~8 mm inside the range;
+  extra blur up to 1.5 voxels; Poisson counts of 100-1000 at the 99th percentile); the target a noise-free CT
+  of the whole head (HU as `ct`);
 - `pet_low` -> `pet_full` (low-count PET denoising): a full-count realisation (300-1000 counts) and a copy
   thinned to 4-20 % of its counts (binomial thinning: exactly the Poisson image of the shorter scan).
 
 Layout: OUT/{train,test}/<volume>/<subject>.nii.gz on 1 mm (2 mm for PET_VOLUMES) grids cropped to each head;
 OUT/dataset.json records every subject's draws. Test subjects use seeds disjoint from the training ones. A subject
 whose volumes all exist is kept (its draws read back from dataset.json), so a larger --subjects or --test adds only
-the new ones.
+the new ones; --redo-pet draws the PET volumes of the kept subjects again (after a change to their simulation).
 
-    python Training/data/prepare_native_data.py [--out Training/data/native] [--subjects 24] [--test 6]
+    python Training/data/prepare_native_data.py [--out Training/data/native] [--subjects 24] [--test 6] [--redo-pet]
 """
 from __future__ import annotations
 
@@ -75,6 +77,8 @@ BRAIN_VOLUMES = ("t1",) + TARGETS + ("ct",)  # the skull-stripped or cut subject
 HEAD_VOLUMES = ("ct_in", "t1_target", "t1_motion", "t1_motion_target")  # the whole head: another crop
 PET_VOLUMES = ("pet_in", "ct_pet", "pet_full", "pet_low")  # the whole head on a 2 mm grid (PET's resolution)
 PET_FACTOR = 2  # the PET grid's voxels are this many 1 mm voxels a side
+PET_FWHM_MM = (5.0, 10.0)  # the point-spread function's range; SPM's average of real PET scans is about 8 mm
+PET_EXTRACEREBRAL = {"bone": (0.0, 0.2), "soft": (0.0, 0.3)}  # uptake relative to grey matter: none to some
 MOTION = {"max_rotation_deg": 6.0, "max_shift_voxels": 6.0}  # 1 mm voxels: up to 6 mm between moves
 TEST_SEED_OFFSET = 10_000
 AIR = simulate.TISSUES.index("air")
@@ -195,7 +199,7 @@ def pet_volumes(deformed: np.ndarray, rng: np.random.Generator) -> Tuple[Dict[st
     """The PET pairs (PET_VOLUMES) of one deformed subject's (6, Z, Y, X) 1 mm tissues, on the PET_FACTOR grid."""
     coarse = np.stack([block_mean(channel, PET_FACTOR) for channel in deformed])
     spacing = (float(PET_FACTOR),) * 3
-    uptake, fwhm = simulate.random_pet_uptake(rng), float(rng.uniform(4.0, 7.0))
+    uptake, fwhm = simulate.random_pet_uptake(rng, **PET_EXTRACEREBRAL), float(rng.uniform(*PET_FWHM_MM))
     activity = simulate.pet_uptake(coarse, uptake, fwhm, spacing)
     draws: Dict[str, Any] = {"pet_uptake": uptake, "pet_fwhm_mm": fwhm, "pet_extra_blur_voxels":
                              float(rng.uniform(0.0, 1.5)), "pet_in_counts": float(rng.uniform(100.0, 1000.0)),
@@ -209,15 +213,23 @@ def pet_volumes(deformed: np.ndarray, rng: np.random.Generator) -> Tuple[Dict[st
             {**draws, "ct_pet_hu": hu})
 
 
-def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, Any]]:
-    """One subject's volumes as (Z, Y, X) float32: BRAIN_VOLUMES and HEAD_VOLUMES on the 2009a grid, PET_VOLUMES
-    on the PET_FACTOR grid; and its draws."""
-    _, tissues, brain, real_t1 = load_anatomy()
-    rng = np.random.default_rng(seed)
+def deformed_head(rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """A random deformation's sampling coordinates and the head's (6, Z, Y, X) tissue maps deformed by it (the
+    first draws of a subject's stream), renormalised to sum to 1."""
+    _, tissues, brain, _ = load_anatomy()
     coordinates = random_deformation(brain.shape, rng)
     deformed = np.stack([deform(channel, coordinates, fill=1.0 if index == AIR else 0.0)
                          for index, channel in enumerate(tissues)])
     deformed /= np.maximum(deformed.sum(axis=0, keepdims=True), 1e-6)
+    return coordinates, deformed
+
+
+def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, Any]]:
+    """One subject's volumes as (Z, Y, X) float32: BRAIN_VOLUMES and HEAD_VOLUMES on the 2009a grid, PET_VOLUMES
+    on the PET_FACTOR grid; and its draws."""
+    _, _, brain, real_t1 = load_anatomy()
+    rng = np.random.default_rng(seed)
+    coordinates, deformed = deformed_head(rng)
     kind = str(rng.choice(list(INPUT_KINDS), p=list(INPUT_KINDS.values())))
     stripped = kind == "real" or rng.random() < 0.3
     if kind == "real":
@@ -272,10 +284,22 @@ def write_subject(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]
     boxes.update({key: head_box(volumes["t1_target"] + volumes["t1_motion_target"]) for key in HEAD_VOLUMES})
     for key, array in volumes.items():
         write_cropped(out / split / key / f"{name}.nii.gz", array, boxes[key], 1)
+    write_pet(out, split, name, pet)
+    return {"split": split, **draws}
+
+
+def write_pet(out: Path, split: str, name: str, pet: Dict[str, np.ndarray]) -> None:
     pet_box = head_box(pet["ct_pet"] + 1000.0)
     for key, array in pet.items():
         write_cropped(out / split / key / f"{name}.nii.gz", array, pet_box, PET_FACTOR)
-    return {"split": split, **draws}
+
+
+def redo_pet(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
+    """The PET volumes of a prepared subject drawn again from its seed (the same deformation); their draws."""
+    _, deformed = deformed_head(np.random.default_rng(seed))
+    pet, draws = pet_volumes(deformed, np.random.default_rng([seed, 2]))
+    write_pet(out, split, name, pet)
+    return draws
 
 
 def main() -> int:
@@ -284,6 +308,7 @@ def main() -> int:
     parser.add_argument("--subjects", type=int, default=24, help="training subjects")
     parser.add_argument("--test", type=int, default=6, help="held-out test subjects")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--redo-pet", action="store_true", help="draw the kept subjects' PET volumes again")
     args = parser.parse_args()
     jobs = [("train", f"subj{i:03d}", i) for i in range(args.subjects)]
     jobs += [("test", f"test{i:03d}", TEST_SEED_OFFSET + i) for i in range(args.test)]
@@ -297,6 +322,10 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         made = {entry["name"]: entry for entry in pool.map(write_subject, [args.out] * len(todo), *zip(*todo))} \
             if todo else {}
+        if args.redo_pet:
+            kept = [(entry["split"], entry["name"], entry["seed"]) for entry in done.values()]
+            for entry, draws in zip(done.values(), pool.map(redo_pet, [args.out] * len(kept), *zip(*kept))):
+                entry["pet"] = draws
     plan = [done.get(name) or made[name] for _, name, _ in jobs]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dataset.json").write_text(json.dumps({"subjects": args.subjects, "test": args.test, "plan": plan},
