@@ -147,3 +147,14 @@ def test_random_tissue_properties_stay_physical():
         assert all(t.t1_ms > 0 and t.t2_ms > 0 and t.pd >= 0 for t in mr.values())
         assert 900 <= hu["bone"] <= 1600 and hu["air"] == -1000
         assert 0.25 <= uptake["wm"] <= 0.5 and uptake["gm"] == 1.0
+
+
+def test_pet_background_adds_broad_scatter_and_flat_randoms_outside_the_tracer():
+    activity = np.zeros((40, 40, 40), np.float32)
+    activity[15:25, 15:25, 15:25] = 1.0  # tracer in a cube, air around it
+    assert np.array_equal(simulate.pet_background(activity, (2.0, 2.0, 2.0), 0.0, 0.0), activity)
+    observed = simulate.pet_background(activity, (2.0, 2.0, 2.0), scatter=0.08, randoms=0.02)
+    added = observed - activity
+    assert abs(float(added.max()) - 0.10) < 1e-6  # the scatter's peak plus the randoms
+    assert added[20, 20, 5] > added[20, 20, 1] > 0.02 - 1e-6  # falls off away from the tracer, never below randoms
+    assert observed.dtype == np.float32

@@ -38,3 +38,15 @@ def pet_uptake(tissues: np.ndarray, uptake: Dict[str, float], fwhm_mm: float,
     activity = _mix(tissues, uptake)
     sigma = [fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / s for s in spacing_zyx]
     return ndimage.gaussian_filter(activity, sigma=sigma, mode="constant")
+
+
+def pet_background(activity: np.ndarray, spacing_zyx: Sequence[float], scatter: float, randoms: float,
+                   scatter_fwhm_mm: float = 40.0) -> np.ndarray:
+    """(Z, Y, X) `activity` plus what a reconstructed PET shows outside the tracer too: scattered coincidences
+    left after correction (the activity blurred by a broad Gaussian, `scatter_fwhm_mm`, scaled so its peak is
+    `scatter`) and random coincidences (a constant `randoms`), both in the activity's units."""
+    sigma = [scatter_fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / s for s in spacing_zyx]
+    broad = ndimage.gaussian_filter(activity, sigma=sigma, mode="constant")
+    peak = float(broad.max())
+    return (activity + (scatter / peak if peak > 0 else 0.0) * broad + randoms).astype(np.float32)
+

@@ -33,8 +33,9 @@ third random stream:
 - `pet_in` -> `ct_pet` (PET -> CT, attenuation): FDG-like PET (uptake per tissue drawn by
   simulate.random_pet_uptake, scalp and bone uptake down to none, PET_EXTRACEREBRAL, as in SPM's average of
   real PET; a Gaussian point-spread function of PET_FWHM_MM, 5-10 mm, that average's ~8 mm inside the range;
-  extra blur up to 1.5 voxels; Poisson counts of 100-1000 at the 99th percentile); the target a noise-free CT
-  of the whole head (HU as `ct`);
+  residual scatter and randoms, a background in and around the head of up to 8 % and 3 % of grey matter's
+  uptake, as real PET shows in the air; extra blur up to 1.5 voxels; Poisson counts of 100-1000 at the 99th
+  percentile); the target a noise-free CT of the whole head (HU as `ct`);
 - `pet_low` -> `pet_full` (low-count PET denoising): a full-count realisation (300-1000 counts) and a copy
   thinned to 4-20 % of its counts (binomial thinning: exactly the Poisson image of the shorter scan).
 
@@ -79,6 +80,8 @@ PET_VOLUMES = ("pet_in", "ct_pet", "pet_full", "pet_low")  # the whole head on a
 PET_FACTOR = 2  # the PET grid's voxels are this many 1 mm voxels a side
 PET_FWHM_MM = (5.0, 10.0)  # the point-spread function's range; SPM's average of real PET scans is about 8 mm
 PET_EXTRACEREBRAL = {"bone": (0.0, 0.2), "soft": (0.0, 0.3)}  # uptake relative to grey matter: none to some
+PET_SCATTER = (0.0, 0.08)  # residual scatter's peak and the randoms' level, relative to grey matter: SPM's average
+PET_RANDOMS = (0.0, 0.03)  # real PET shows 2-4 % of its maximum in the air around the head, the simulation had 0
 MOTION = {"max_rotation_deg": 6.0, "max_shift_voxels": 6.0}  # 1 mm voxels: up to 6 mm between moves
 TEST_SEED_OFFSET = 10_000
 AIR = simulate.TISSUES.index("air")
@@ -204,7 +207,10 @@ def pet_volumes(deformed: np.ndarray, rng: np.random.Generator) -> Tuple[Dict[st
     draws: Dict[str, Any] = {"pet_uptake": uptake, "pet_fwhm_mm": fwhm, "pet_extra_blur_voxels":
                              float(rng.uniform(0.0, 1.5)), "pet_in_counts": float(rng.uniform(100.0, 1000.0)),
                              "pet_full_counts": float(rng.uniform(300.0, 1000.0)),
-                             "pet_low_fraction": float(rng.uniform(0.04, 0.2))}
+                             "pet_low_fraction": float(rng.uniform(0.04, 0.2)),
+                             "pet_scatter": float(rng.uniform(*PET_SCATTER)),
+                             "pet_randoms": float(rng.uniform(*PET_RANDOMS))}
+    activity = simulate.pet_background(activity, spacing, draws["pet_scatter"], draws["pet_randoms"])
     blurred = simulate.blur_resolution(activity, (draws["pet_extra_blur_voxels"],) * 3)
     ct, hu = ct_hu(coarse, rng)
     full = simulate.poisson_counts(activity, draws["pet_full_counts"], rng)
