@@ -277,7 +277,9 @@ def native_simulation(model: ShippedModel, dataset: Dict[str, Any]) -> str:
                           "from the same deformed maps: spin-echo T1 (TR 500 / TE 15 ms) with BrainWeb's tissue "
                           "values (TPM-based).")
     pet_grid = ("on a 2 mm grid (the 1 mm maps averaged over 2x2x2 blocks): FDG-like PET, uptake per tissue "
-                "drawn per subject, a Gaussian point-spread function of 4-7 mm FWHM")
+                "drawn per subject (the TPM-based scalp and bone from none to 0.3 and 0.2 of grey matter), a Gaussian "
+                "point-spread function of 5-10 mm FWHM, a background of residual scatter (the activity under a "
+                "40 mm blur, peak up to 8 % of grey matter) and randoms (up to 3 %)")
     if model.source == "pet_in":
         return anatomy + (f"PET inputs of the whole head {pet_grid}, extra blur up to 1.5 voxels, Poisson counts of "
                           "100-1000 at the 99th percentile. Targets noise-free CT in HU of the whole head from the "
