@@ -111,6 +111,21 @@ def test_thick_slices_run_only_in_their_acquisition_plane(three_plane_model):
     assert result.GetSize() == oblique_volume().GetSize()
 
 
+def test_a_thin_slab_runs_only_in_the_plane_its_slices_fill(tmp_path):
+    """Through-plane slices narrower than half the network's size multiple would be mostly padding: a slab runs
+    in its own plane only, and a plane that is wide enough still runs."""
+    architecture = {"name": "unet", "variant": "pix2pix", "width": 4, "num_downs": 4, "norm": "batch",
+                    "dropout": 0.0}  # size multiple 16: slices at least 8 pixels across
+    fused = load_model(build_tiny_model(tmp_path / "fused", planes=PLANES, spacing_mm=[1.0, 1.0],
+                                        architecture=architecture))
+    axial = load_model(build_tiny_model(tmp_path / "axial", spacing_mm=[1.0, 1.0], architecture=architecture))
+    slab = isotropic_head()[:, :, 9:15]  # 6 axial slices of 1 mm
+    assert passes_for(slab, fused.card, 16) == ["axial"] and passes_for(slab, fused.card) == PLANES
+    assert passes_for(isotropic_head(), fused.card, 16) == PLANES  # 24 pixels across: every plane
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(translate_image(slab, fused, device="cpu")),
+                                  sitk.GetArrayFromImage(translate_image(slab, axial, device="cpu")))
+
+
 @pytest.mark.parametrize("upsample", ["transpose", "resize", "pixelshuffle"])
 def test_unet_upsampling_modes_fold_and_keep_shapes(upsample):
     spec = {"name": "unet", "variant": "pix2pix", "width": 4, "num_downs": 4, "norm": "batch", "dropout": 0.0,

@@ -36,6 +36,7 @@ from shipped_models import MODELS, SHIPPED, ShippedModel  # noqa: E402
 from MedTranslateLib.axes import reorientation  # noqa: E402
 from MedTranslateLib.device import cpu_has_native_bf16  # noqa: E402
 from MedTranslateLib.metrics import compare  # noqa: E402
+from MedTranslateLib.networks import size_multiple  # noqa: E402
 from MedTranslateLib.package import CARD_FILE, load_package  # noqa: E402
 from MedTranslateLib.translate import passes_for, translate_image  # noqa: E402
 from MedTranslateLib.volume import read_volume  # noqa: E402
@@ -71,8 +72,9 @@ def timed(image: sitk.Image, package: Any, precision: str) -> Tuple[np.ndarray, 
 
 def measure_case(package: Any, source: Path, reference: Optional[Path]) -> Dict[str, Any]:
     image = read_volume(source)
+    planes = passes_for(image, package.card, size_multiple(package.network))
     slices = sum(image.GetSize()[2 - reorientation(image.GetDirection(), plane).axes[0]]
-                 for plane in passes_for(image, package.card))  # the slices of every pass
+                 for plane in planes)  # the slices of every pass
     fp32, fp32_s = timed(image, package, "fp32")
     bf16, bf16_s = timed(image, package, "bf16")
     low, high = np.percentile(fp32, [0.5, 99.5])  # the output's own range: some models answer in the source's

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from MedTranslateLib import load_model, translate_image  # noqa: E402
 from MedTranslateLib.device import select_device  # noqa: E402
+from MedTranslateLib.networks import size_multiple  # noqa: E402
 from MedTranslateLib.translate import passes_for  # noqa: E402
 
 HEAD_SIZE = (256, 256, 180)  # a 1 mm head, (i, j, k)
@@ -77,7 +78,7 @@ def check_models(images: Dict[str, sitk.Image], device: str, report: Dict[str, A
     for model_id, source in MODELS.items():
         model = load_model(model_id)
         image = images[source]
-        planes = passes_for(image, model.card)
+        planes = passes_for(image, model.card, size_multiple(model.network))
         started = time.perf_counter()
         reference = sitk.GetArrayFromImage(translate_image(image, model, device="cpu", precision="fp32"))
         entry: Dict[str, Any] = {"input": source, "size": list(image.GetSize()), "planes": planes,
@@ -111,9 +112,10 @@ def check_large_ct(ct: sitk.Image, device: str, report: Dict[str, Any]) -> None:
     translate_image(grid_volume(ct, (64, 64, 64), (4.0, 4.0, 4.0), -1000.0), model, device=device)
     result, seconds, peak = timed(lambda: translate_image(big, model, device=device))
     volume_mib = float(np.prod(size)) * 4 / 2**20
+    planes = passes_for(big, model.card, size_multiple(model.network))
     report["large_ct"] = {"model": "ct-to-mr-t1-unet-l2", "size": list(size), "spacing_mm": list(spacing),
-                          "planes": passes_for(big, model.card), "seconds": round(seconds, 2),
-                          "peak_gpu_mib": round(peak, 1), "float32_volume_mib": round(volume_mib, 1),
+                          "planes": planes, "seconds": round(seconds, 2), "peak_gpu_mib": round(peak, 1),
+                          "float32_volume_mib": round(volume_mib, 1),
                           "peak_gpu_over_volume": round(peak / volume_mib, 3),
                           "finite": bool(np.isfinite(sitk.GetArrayViewFromImage(result)).all())}
     print("large", report["large_ct"], flush=True)
