@@ -74,9 +74,9 @@ def group_of(case: str) -> str:
 def test_cases(model: ShippedModel) -> List[Tuple[str, Path, Path]]:
     """(case name, input path, reference path) for every held-out pair of the model."""
     cases = []
-    for folder in ("test",) + model.extra_tests:
-        for source in sorted((model.data / folder / model.source).glob("*.nii.gz")):
-            target = model.data / folder / model.target / source.name
+    for folder in (model.data / "test",) + model.extra_tests:
+        for source in sorted((folder / model.source).glob("*.nii.gz")):
+            target = folder / model.target / source.name
             if target.is_file():
                 cases.append((source.name[: -len(".nii.gz")], source, target))
     if not cases:
@@ -369,7 +369,7 @@ def training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, A
         "split": (f"training: {dataset['subjects']} warped subjects with the axial slab z = 35..55 removed; held "
                   f"out: that slab (z = {dataset['held_out_slab_z'][0]}..{dataset['held_out_slab_z'][1] - 1}) of "
                   "the unwarped templates and of fresh warped/simulated subjects"
-                  + (", and the whole Colin27 head (never used in training)" if model.extra_tests else "")
+                  + (f", and {model.extra_tests_note} (never used in training)" if model.extra_tests else "")
                   + selection_note(training)),
         "rebuild": "Training/build_shipped_models.py all",
         **({"validation_volumes": validation_volumes(training)} if training.get("selected") else {}),
@@ -402,7 +402,7 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
         "held_out": ("whole heads of held-out 1 mm subjects (seeds never trained on), head mask of the reference"
                      if native else
                      "axial slab z = 38..52 of held-out subjects (never in training), head mask of the reference")
-                    + ("; plus the whole Colin27 head" if model.extra_tests else ""),
+                    + (f"; plus {model.extra_tests_note}" if model.extra_tests else ""),
         "units": units,
         "cases": len(per_case),
         "model": mean["model"],

@@ -27,7 +27,8 @@ class ShippedModel:
     source: str
     target: str
     reverse: bool = False                 # CycleGAN: export the inverse generator
-    extra_tests: Tuple[str, ...] = ()     # further test folders (OUT/<name>/<source|target>/)
+    extra_tests: Tuple[Path, ...] = ()    # further test folders (<folder>/<source|target>/)
+    extra_tests_note: str = "the whole Colin27 head"  # what they hold, for the card
     caveat: str = ""                      # a known weakness seen in its held-out grid: a warning on its card
     data: Path = DATA                     # the prepared data it trains and is tested on (DATA or NATIVE_DATA)
 
@@ -66,8 +67,11 @@ SHIPPED: Tuple[ShippedModel, ...] = (
     ShippedModel("pet-to-ct-medgan", "pet-to-ct-medgan", "pet_in", "ct_pet", caveat=PET_TO_CT_CAVEAT,
                  data=NATIVE_DATA),
     ShippedModel("mr-t1-motion-correction-medgan", "mr-t1-motion-correction-medgan", "t1_motion", "t1",
-                 extra_tests=("test_colin27",), caveat=MOTION_CAVEAT),
-    ShippedModel("pet-denoising-medgan", "pet-denoising-medgan", "pet_low", "pet_full"),
+                 extra_tests=(DATA / "test_colin27",), caveat=MOTION_CAVEAT),
+    ShippedModel("pet-denoising-medgan", "pet-denoising-medgan", "pet_low", "pet_full", data=NATIVE_DATA,
+                 extra_tests=(DATA / "test",), extra_tests_note=(
+                     "the 15-slice 2 mm slabs that 1.0 was tested on (warps of SPM's average of real PET scans, "
+                     "and TPM simulations), never trained on")),
 )
 
 RUN_NAMES: Tuple[str, ...] = tuple(dict.fromkeys(model.run for model in SHIPPED))
