@@ -55,7 +55,10 @@ CT_TO_T1_CAVEAT = ("On the one real head CT held for evaluation (0.96 x 0.96 x 1
 PET_TO_CT_CAVEAT = ("Trained on simulated PET only. On SPM's average of real PET scans, never trained on, its "
                     "attenuation correlates with the real transmission image at r 0.65 (the PET itself 0.62, contour "
                     "correction 0.44); the 1.0 model scored 0.85 there, but it had trained on warps of that PET. "
-                    "Faint texture can remain in the air at the corners of the field of view.")
+                    "Faint texture can remain in the air at the corners of the field of view; its transposed "
+                    "convolutions (the paper's) can leave a faint grid texture at full resolution.")
+PET_DENOISING_CAVEAT = ("Trained on simulated PET only. Its transposed convolutions (the paper's) can leave a faint "
+                        "grid texture at full resolution, visible in the held-out grid.")
 SHIPPED: Tuple[ShippedModel, ...] = (
     ShippedModel("mr-t1-to-t2-cyclegan", "mr-t1-t2-cyclegan", "t1", "t2", caveat=CYCLEGAN_CAVEAT),
     ShippedModel("mr-t2-to-t1-cyclegan", "mr-t1-t2-cyclegan", "t2", "t1", reverse=True, caveat=CYCLEGAN_CAVEAT),
@@ -69,7 +72,7 @@ SHIPPED: Tuple[ShippedModel, ...] = (
     ShippedModel("mr-t1-motion-correction-medgan", "mr-t1-motion-correction-medgan", "t1_motion", "t1",
                  extra_tests=(DATA / "test_colin27",), caveat=MOTION_CAVEAT),
     ShippedModel("pet-denoising-medgan", "pet-denoising-medgan", "pet_low", "pet_full", data=NATIVE_DATA,
-                 extra_tests=(DATA / "test",), extra_tests_note=(
+                 caveat=PET_DENOISING_CAVEAT, extra_tests=(DATA / "test",), extra_tests_note=(
                      "the 15-slice 2 mm slabs that 1.0 was tested on (warps of SPM's average of real PET scans, "
                      "and TPM simulations), never trained on")),
 )
