@@ -133,7 +133,7 @@ class Trainer:
 
     # ================================================================================================= run
     def run(self) -> TrainResult:
-        own_group = False
+        own_group, finished = False, False
         determinism = (torch.are_deterministic_algorithms_enabled(),
                        torch.is_deterministic_algorithms_warn_only_enabled())
         cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
@@ -145,7 +145,9 @@ class Trainer:
                 own_group = True
             self._set_determinism()
             self._setup()
-            return self._loop()
+            result = self._loop()
+            finished = True
+            return result
         finally:
             _close_loader(getattr(self, "batches", None))
             self.batches = None
@@ -157,6 +159,8 @@ class Trainer:
             torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
             if own_group:
+                if finished:  # every rank stops at the same step (_agree): none tears the group down mid-collective
+                    torch.distributed.barrier()
                 torch.distributed.destroy_process_group()
 
     def _select_device(self) -> torch.device:
