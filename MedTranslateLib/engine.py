@@ -94,13 +94,14 @@ class SliceEngine:
     def _prepare(self, network: torch.nn.Module, compile: Optional[bool] = None) -> Any:
         original = network
         network = instance_norms_as_group_norms(fold_batch_norms(network.eval()))
-        weights = next(network.parameters(), None)
-        if network is original and weights is not None and weights.device != self.device:
-            network = copy.deepcopy(network)  # Module.to moves in place: the caller's weights stay where they are
-        network = network.to(self.device)
         self.bf16_weights = self._bf16_weights(network)
-        if self.bf16_weights:  # cast a copy: the caller's network keeps its float32 weights
-            network = (network if network is not original else copy.deepcopy(network)).to(torch.bfloat16)
+        weights = next(network.parameters(), None)
+        moves = weights is not None and weights.device != self.device
+        if network is original and (moves or self.bf16_weights):
+            network = copy.deepcopy(network)  # Module.to works in place: the caller's network keeps its weights
+        network = network.to(self.device)
+        if self.bf16_weights:
+            network = network.to(torch.bfloat16)
         if self.options.channels_last:
             network = network.to(memory_format=torch.channels_last)
         if self.options.compile if compile is None else compile:

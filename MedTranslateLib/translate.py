@@ -12,11 +12,11 @@ from .axes import Reorientation, reorientation
 from .card import ModelCard
 from .device import select_device
 from .engine import EngineOptions, SliceEngine
-from .networks import size_multiple
 from .errors import InputError, TranslationError
 from .image_buffer import ImageBuffer
 from .intensity import IntensityRange, plausibility_warning, to_output_units
 from .memory import check_memory
+from .networks import size_multiple
 from .package import TranslationModel
 from .progress import Progress, ProgressCallback, report
 from .registry import load_model
