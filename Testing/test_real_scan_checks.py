@@ -10,8 +10,8 @@ import pytest
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training"))
-from evaluate_real_scans import (baselines, real_scan_failures, reference_based, reference_free,  # noqa: E402
-                                 tissue_masks)
+from evaluate_real_scans import (baselines, contrasts, real_scan_failures, reference_based,  # noqa: E402
+                                 reference_free, tissue_masks)
 
 from MedTranslateLib.simulate import SEQUENCES, nominal_mr  # noqa: E402
 
@@ -75,6 +75,7 @@ def test_the_expected_order_follows_the_target_sequence():
 
     assert expected_order("T2") == ("csf", "gm", "wm")
     assert expected_order("PD") == ("gm", "csf", "wm")  # TR 3000 ms leaves CSF (T1 2.6 s) short of full signal
+    assert expected_order("T1") == ("wm", "gm", "csf")
 
 
 def test_baselines_and_reference_metrics(phantom):
@@ -87,6 +88,37 @@ def test_baselines_and_reference_metrics(phantom):
     perfect, identity = reference_based(t2, t2), reference_based(t1, t2)
     assert perfect["ssim"] == pytest.approx(1.0) and perfect["mae"] == pytest.approx(0.0, abs=1e-9)
     assert reference_based(made["kmeans_render"], t2)["ssim"] > identity["ssim"]
+
+
+def test_a_real_reference_fails_a_model_no_better_than_a_baseline_but_an_oracle_is_only_reported(phantom):
+    t1, t2, _ = phantom
+    head, masks = tissue_masks(t1, (1.0, 1.0, 1.0))
+    made = baselines(t2, head, "T1", source="T2")
+    assert set(made) == {"identity", "inversion"}  # no k-means render of a T2 input
+    right = {**reference_free(t1, t2, head, masks, ("wm", "gm", "csf")), "reference": reference_based(t1, t1)}
+    assert right["order"]
+    scan = {"thick_slices": False, "reference": True}
+    inversion = {**reference_free(made["inversion"], t2, head, masks), "reference": reference_based(made["inversion"],
+                                                                                                  t1)}
+    oracle = {**right, "reference": {"ssim": 1.0, "psnr": 99.0, "mae": 0.0}}
+    itself = reference_free(t1, t2, head, masks, ("wm", "gm", "csf"))  # the real reference's own checks
+    assert real_scan_failures({"a": {"scan": scan, "model": right, "inversion": inversion,
+                                     "histogram_matching": oracle, "reference": itself}}) == []
+    worse = {**right, "reference": inversion["reference"]}
+    assert real_scan_failures({"b": {"scan": scan, "model": worse, "inversion": inversion}}) == [
+        "inversion against the real reference of b"]
+
+
+def test_the_checked_contrasts_are_mr_t1_to_t2_or_pd_and_t2_to_t1():
+    from types import SimpleNamespace
+
+    def card(source, target):
+        return SimpleNamespace(id="m", source_modality=source, target_modality=target)
+
+    assert contrasts(card("MR-T1", "MR-T2")) == ("T1", "T2")
+    assert contrasts(card("MR-T2", "MR-T1")) == ("T2", "T1")
+    with pytest.raises(SystemExit, match="MR-T1 -> CT"):
+        contrasts(card("MR-T1", "CT"))
 
 
 # --- T1 -> CT, CT -> T1 and motion checks (Training/real_scans_*.py) on the same phantom ---

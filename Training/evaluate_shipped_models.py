@@ -95,9 +95,11 @@ def _unit(values: np.ndarray) -> np.ndarray:
 
 
 REAL_SCAN_CHECKS = {
-    "mr contrast": (evaluate_real_scans, "reference-free, in CSF/GM/WM masks from a k-means of the input 15 mm "
+    "mr contrast": (evaluate_real_scans, "reference-free, in CSF/GM/WM masks from a k-means of a T1 15 mm "
                     "inside its head: the output's tissue order as the target's literature signals rank, sharpness "
-                    "and stripes (through-plane consistency) against the input; Training/evaluate_real_scans.py"),
+                    "and stripes (through-plane consistency) against the input; on SPM's avg152 (ICBM152 averages "
+                    "of real T1, T2 and PD scans on one grid) also SSIM, PSNR and MAE against the real target "
+                    "contrast; Training/evaluate_real_scans.py"),
     "synthetic ct": (real_scans_synthetic_ct, "reference-free HU: median in the input's GM/WM masks 10-70 HU, air "
                      "outside the head below -700 HU, the skull's 95th percentile above 400 HU where the input "
                      "has one; Training/real_scans_synthetic_ct.py"),
@@ -115,7 +117,7 @@ def real_scan_kind(card: ModelCard) -> Optional[str]:
     """The key of REAL_SCAN_CHECKS that applies to the model, or None."""
     if card.task == "motion-correction":
         return "motion"
-    if mr_contrast(card):
+    if mr_contrast(card) or (card.source_modality, card.target_modality) == ("MR-T2", "MR-T1"):
         return "mr contrast"
     if (card.source_modality, card.target_modality) == ("MR-T1", "CT"):
         return "synthetic ct"
@@ -416,8 +418,8 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
         real = checker.real_scan_checks(loaded, RESULTS / f"{model.id}-real-scans.png")
         metrics["real_scans"] = {"kind": kind, "checks": description,
                                  "scans": {scan: {"scan": checks["scan"], "model": checks["model"],
-                                                  **{f"baseline_{k}": v for k, v in checks.items()
-                                                     if k not in ("scan", "model")}}
+                                                  **{k if k == "reference" else f"baseline_{k}": v
+                                                     for k, v in checks.items() if k not in ("scan", "model")}}
                                            for scan, checks in real.items()},
                                  "failures": checker.real_scan_failures(real)}
     caveat = " ".join(filter(None, [model.caveat, real_scan_caveat(metrics)]))
@@ -455,7 +457,14 @@ def real_scan_summary(metrics: Dict[str, Any]) -> str:
     if kind == "mr contrast":
         right = sum(checks["model"]["order"] for checks in scans.values())
         worst = max(checks["model"]["stripes"] for checks in scans.values() if not checks["scan"]["thick_slices"])
-        return f"tissue order {right}/{len(scans)}, stripes ≤ {worst:.2f} (thin-slice scans)"
+        summary = f"tissue order {right}/{len(scans)}, stripes ≤ {worst:.2f} (thin-slice scans)"
+        for scan, checks in scans.items():
+            if "reference" in checks["model"]:
+                best = max((v["reference"]["ssim"], k[len("baseline_"):]) for k, v in checks.items()
+                           if k.startswith("baseline_") and k != "baseline_histogram_matching")
+                summary += (f"; real {scan} reference SSIM {checks['model']['reference']['ssim']:.3f} "
+                            f"(best baseline {best[1]} {best[0]:.3f})")
+        return summary
     if kind == "synthetic ct":
         passed = sum(checks["model"]["all_passed"] for checks in scans.values())
         return f"HU checks {passed}/{len(scans)} scans"
