@@ -190,6 +190,29 @@ def test_resume_refuses_changed_config_and_fresh_run_refuses_old_folder(slabs, t
         train(changed, resume="latest", echo=False)
 
 
+def test_init_from_starts_every_network_from_another_run_and_the_card_says_so(slabs, tmp_path):
+    first = train(tiny_config("cyclegan", slabs, tmp_path / "first", "optim.steps=2"), echo=False)
+    tuned = tiny_config("cyclegan", slabs, tmp_path / "tuned", "optim.steps=3", "data.crop_size=32",
+                        f"train.init_from={first.checkpoint}")
+    start = train(tuned, stop_at=0, echo=False)  # the weights it starts from, before any step
+    expected, actual = _states(first.checkpoint), _states(start.checkpoint)
+    assert expected.keys() == actual.keys() == {"G", "F", "D_target", "D_source"}
+    for network in expected:
+        for name, tensor in expected[network].items():
+            assert torch.equal(tensor, actual[network][name]), f"{network}.{name} was not initialised"
+    finished = train(tuned, resume="latest", echo=False)
+    assert finished.step == 3
+    note = load_checkpoint(finished.checkpoint)["notes"]["initialised_from"]
+    assert note.startswith("the weights of step 2 of another cyclegan run") and "crop size 64" in note
+    assert str(tmp_path) not in note  # a card carries the notes: no machine path
+    other = tiny_config("unet_l2", slabs, tmp_path / "other", "optim.steps=1", f"train.init_from={first.checkpoint}")
+    with pytest.raises(ConfigError, match="train.init_from: .* cyclegan run with other networks"):
+        train(other, echo=False)
+    missing = tiny_config("cyclegan", slabs, tmp_path / "missing", f"train.init_from={tmp_path / 'none.pt'}")
+    with pytest.raises(ConfigError, match="not a checkpoint file"):
+        train(missing, echo=False)
+
+
 # ------------------------------------------------------------------------------------ signals and the guard
 
 def test_sigterm_writes_checkpoint(slabs, tmp_path):

@@ -218,6 +218,8 @@ class Trainer:
         self.start_step = 0
         if checkpoint is not None:
             self._load_state(checkpoint)
+        elif config.train.init_from:
+            self._initialise_from(Path(config.train.init_from))
         self.recipe.distribute()
         self.batches = self._batches()
         if self.dist.main:
@@ -253,6 +255,27 @@ class Trainer:
             raise ConfigError(f"--resume: the config differs from the checkpoint {path.name}'s in {details}"
                               f"{' …' if len(changed) > 4 else ''}; only run-control keys may change")
 
+    def _initialise_from(self, path: Path) -> None:
+        """Start every network from the weights of checkpoint `path` (train.init_from): same recipe, same
+        network specs; the card's training notes say so."""
+        if not path.is_file():
+            raise ConfigError(f"train.init_from: {path} is not a checkpoint file")
+        state = load_checkpoint(path)
+        saved = config_from_dict(state["config"])
+        now = self.config
+        if saved.recipe_name != now.recipe_name or (saved.model.generator, saved.model.discriminator,
+                                                    saved.in_channels) != (now.model.generator,
+                                                                           now.model.discriminator, now.in_channels):
+            raise ConfigError(f"train.init_from: {path.name} is a {saved.recipe_name} run with other networks; "
+                              "it must have this config's recipe, model.generator, model.discriminator and "
+                              "data.context_slices")
+        for name, network in self.recipe.networks.items():
+            network.load_state_dict(state["networks"][name])
+        self.recipe.notes["initialised_from"] = (f"the weights of step {int(state['step'])} of another "
+                                                 f"{saved.recipe_name} run ({path.name}, crop size "
+                                                 f"{saved.data.crop_size}); this run fine-tuned them")
+        self.log(f"networks initialised from {path} (step {int(state['step'])})")
+
     def _load_state(self, state: Dict[str, Any]) -> None:
         recipe = self.recipe
         for name, network in recipe.networks.items():
@@ -264,6 +287,8 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         recipe.load_state_dict(state["recipe_state"])
+        for key, note in state.get("notes", {}).items():
+            recipe.notes.setdefault(key, note)  # such as train.init_from's, which only a fresh run writes
         self.start_step = int(state["step"])
         self.history = list(state.get("history", []))
         self.validation = list(state.get("validation", []))
