@@ -211,6 +211,9 @@ def test_init_from_starts_every_network_from_another_run_and_the_card_says_so(sl
     missing = tiny_config("cyclegan", slabs, tmp_path / "missing", f"train.init_from={tmp_path / 'none.pt'}")
     with pytest.raises(ConfigError, match="not a checkpoint file"):
         train(missing, echo=False)
+    folder = tiny_config("cyclegan", slabs, tmp_path / "folder", "optim.steps=1",
+                         f"train.init_from={tmp_path / 'first'}")  # a run folder: its latest checkpoint
+    assert "step 2 of another" in load_checkpoint(train(folder, echo=False).checkpoint)["notes"]["initialised_from"]
 
 
 # ------------------------------------------------------------------------------------ signals and the guard

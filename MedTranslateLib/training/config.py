@@ -124,8 +124,9 @@ class TrainSection:
     keep_checkpoints: int = 3
     keep_best: str = ""         # "mae" | "psnr" | "ssim": also keep checkpoints/best.pt, the validated step scoring
                                 # best on it (mean of both directions when the recipe has an inverse); "": off
-    init_from: str = path_field()  # a checkpoint of the same recipe and networks whose weights start this run
-                                   # (fine-tuning: optimizers, schedule and step start afresh); "": random init
+    init_from: str = path_field()  # a checkpoint (or a run folder: its latest) of the same recipe and networks
+                                   # whose weights start this run (fine-tuning: optimizers, schedule and step
+                                   # start afresh); "": random init
 
 
 @dataclass

@@ -256,10 +256,12 @@ class Trainer:
                               f"{' …' if len(changed) > 4 else ''}; only run-control keys may change")
 
     def _initialise_from(self, path: Path) -> None:
-        """Start every network from the weights of checkpoint `path` (train.init_from): same recipe, same
-        network specs; the card's training notes say so."""
+        """Start every network from the weights of checkpoint `path` (train.init_from; a run's folder: its latest
+        checkpoint): same recipe, same network specs; the card's training notes say so."""
+        if path.is_dir():
+            path = latest_checkpoint(checkpoint_folder(path)) or path / "checkpoints"
         if not path.is_file():
-            raise ConfigError(f"train.init_from: {path} is not a checkpoint file")
+            raise ConfigError(f"train.init_from: {path} is not a checkpoint file or a run folder holding one")
         state = load_checkpoint(path)
         saved = config_from_dict(state["config"])
         now = self.config
