@@ -17,7 +17,7 @@ from MedTranslateLib.demo import DEMO_MODEL, SAMPLE
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "Training"))
-from shipped_models import SHIPPED  # noqa: E402
+from shipped_models import CONFIGS, PRECEDING, RUN_NAMES, SHIPPED  # noqa: E402
 
 CATALOGUE = [model.id for model in SHIPPED]
 BUNDLED = [card.id for card in list_models() if card.id in CATALOGUE]  # those that beat their baselines
@@ -37,6 +37,17 @@ def test_catalogue_covers_every_task_and_method_of_the_seed_papers():
         assert f'task = "{task}"' in text
     for recipe in ("cyclegan", "pix2pix", "unet_l2", "medgan"):
         assert f'name = "{recipe}"' in text
+
+
+def test_a_run_that_starts_from_another_names_its_folder_and_trains_after_it():
+    from MedTranslateLib.training.config import load_config
+
+    for run, first in PRECEDING.items():
+        config = load_config(CONFIGS / f"{run}.toml")
+        assert Path(config.train.init_from) == Path(load_config(CONFIGS / f"{first}.toml").train.out_dir)
+        assert RUN_NAMES.index(first) < RUN_NAMES.index(run)
+    assert not [run for run in RUN_NAMES if load_config(CONFIGS / f"{run}.toml").train.init_from
+                and run not in PRECEDING]
 
 
 def test_demo_model_is_bundled_and_training_readme_reports_every_catalogue_model():

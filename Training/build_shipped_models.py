@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
-from shipped_models import DATA, MODELS, NATIVE_DATA, RUN_NAMES, RUNS, SHIPPED, CONFIGS  # noqa: E402
+from shipped_models import DATA, MODELS, NATIVE_DATA, PRECEDING, RUN_NAMES, RUNS, SHIPPED, CONFIGS  # noqa: E402
 
 
 def prepare(subjects: int, workers: int, spm: Optional[Path]) -> None:
@@ -39,14 +39,25 @@ def prepare(subjects: int, workers: int, spm: Optional[Path]) -> None:
         subprocess.run([sys.executable, str(native), "--out", str(NATIVE_DATA), "--workers", str(workers)], check=True)
 
 
-def train(runs: Dict[str, List[str]], parallel: int, resume: bool = False, logs: Path = RUNS) -> None:
-    """Train each run (name -> its `--set` overrides), up to `parallel` processes at once; logs in `logs`."""
+def train(runs: Dict[str, List[str]], parallel: int, preceding: Dict[str, str], resume: bool = False,
+          logs: Path = RUNS) -> None:
+    """Train each run (name -> its `--set` overrides), up to `parallel` processes at once; logs in `logs`. A run
+    that starts from another's checkpoint (`preceding`: run -> that run) waits for it when both are in `runs`."""
     logs.mkdir(parents=True, exist_ok=True)
     pending, active = list(runs), []
-    failed = []
+    failed: List[str] = []
     while pending or active:
-        while pending and len(active) < parallel:
-            run = pending.pop(0)
+        while len(active) < parallel:
+            busy = set(pending) | {entry[0] for entry in active}
+            ready = [run for run in pending if preceding.get(run) not in busy]
+            if not ready:
+                break
+            run = ready[0]
+            pending.remove(run)
+            if preceding.get(run) in failed:
+                failed.append(run)
+                print(f"skipped {run}: {preceding[run]} failed", flush=True)
+                continue
             command = [sys.executable, "-m", "MedTranslateLib.cli", "train", str(CONFIGS / f"{run}.toml")]
             for override in runs[run]:
                 command += ["--set", override]
@@ -79,8 +90,8 @@ def steps_for_budget(runs: List[str], parallel: int, overrides: List[str], secon
     """
     calibration = RUNS / "calibration"
     train({run: overrides + ["optim.steps=200", f"train.out_dir={calibration / run}", "train.val_every=0",
-                             "train.checkpoint_every=0", "train.log_every=50"] for run in runs},
-          parallel, logs=calibration)
+                             "train.checkpoint_every=0", "train.log_every=50", "train.init_from="] for run in runs},
+          parallel, {}, logs=calibration)  # all at once, from random weights: no run waits for another
     rows = {}
     for run in runs:
         with open(calibration / run / "losses.csv", encoding="utf-8") as stream:
@@ -144,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             for run, steps in steps_for_budget(args.only, args.parallel, args.overrides, args.time_budget).items():
                 runs[run] += [f"optim.steps={steps}", f"optim.decay_start={steps // 2}",
                               f"train.val_every={steps // 4}", f"train.checkpoint_every={steps // 4}"]
-        train(runs, args.parallel, args.resume)
+        train(runs, args.parallel, PRECEDING, args.resume)
     if args.stage in ("all", "export"):
         export(args.only)
     if args.stage in ("all", "evaluate"):

@@ -117,7 +117,7 @@ def real_scan_kind(card: ModelCard) -> Optional[str]:
     """The key of REAL_SCAN_CHECKS that applies to the model, or None."""
     if card.task == "motion-correction":
         return "motion"
-    if mr_contrast(card) or (card.source_modality, card.target_modality) == ("MR-T2", "MR-T1"):
+    if mr_contrast(card):
         return "mr contrast"
     if (card.source_modality, card.target_modality) == ("MR-T1", "CT"):
         return "synthetic ct"
@@ -128,16 +128,19 @@ def real_scan_kind(card: ModelCard) -> Optional[str]:
     return None
 
 
-def mr_contrast(card: ModelCard) -> Optional[str]:
-    """"T2" or "PD" for an MR-T1 -> MR-T2/PD model (compared with inversion and a k-means render too)."""
-    target = card.target_modality.split("-")[-1]
-    return target if card.source_modality == "MR-T1" and target in ("T2", "PD") else None
+def mr_contrast(card: ModelCard) -> Optional[Tuple[str, str]]:
+    """(source, target) weightings of an MR contrast model (T1 -> T2/PD, or T2 -> T1), compared with the input's
+    inversion too (and, from a T1, a k-means render); None for any other model."""
+    pair = (card.source_modality.split("-")[-1], card.target_modality.split("-")[-1])
+    mr = card.source_modality.startswith("MR-") and card.target_modality.startswith("MR-")
+    return pair if mr and pair in evaluate_real_scans.CONTRASTS else None
 
 
 def comparable(source: np.ndarray, prediction: np.ndarray, reference: np.ndarray,
-               ct_target: bool, contrast: Optional[str] = None) -> Dict[str, np.ndarray]:
+               ct_target: bool, contrast: Optional[Tuple[str, str]] = None) -> Dict[str, np.ndarray]:
     """Reference, model output and the baselines, as (Z, Y, X) float64 in the units metrics use: identity and
-    histogram matching always; for a T1 -> T2/PD model (`contrast`) also the T1's inversion and k-means render."""
+    histogram matching always; for an MR contrast model (`contrast`: source and target weightings) also the
+    input's inversion, and from a T1 its k-means render."""
     if ct_target:
         (s_low, s_high), (r_low, r_high) = _percentiles(source), _percentiles(reference)
         identity = (source - s_low) / (s_high - s_low) * (r_high - r_low) + r_low
@@ -147,8 +150,8 @@ def comparable(source: np.ndarray, prediction: np.ndarray, reference: np.ndarray
     images = {"reference": reference_unit, "model": _unit(prediction), "identity": _unit(source),
               "histogram_matching": match_histograms(_unit(source), reference_unit)}
     if contrast:
-        extra = mr_baselines(source, head_mask(source), contrast)
-        images.update({name: _unit(extra[name]) for name in ("inversion", "kmeans_render")})
+        extra = mr_baselines(source, head_mask(source), contrast[1], contrast[0])
+        images.update({name: _unit(image) for name, image in extra.items() if name != "identity"})
     return images
 
 
@@ -311,15 +314,20 @@ def native_simulation(model: ShippedModel, dataset: Dict[str, Any]) -> str:
                                       "the subject's own draw (GM/WM/CSF +-3 HU, skull 900-1600 HU scaled by a "
                                       "smooth field of +-15 %, scalp -60..40 HU; TPM-based outside the brain); air "
                                       "where the input is skull-stripped or cut.")
-    return anatomy + t1_inputs + ("Targets sharp and noise-free from the same deformed maps: spin-echo T2 "
-                                  "(TR 4000 / TE 100 ms) and PD (TR 3000 / TE 15 ms) with BrainWeb's tissue values "
-                                  "(TPM-based).")
+    unpaired = ("Unpaired (CycleGAN): T1 and T2 slices drawn independently (other subject, plane and place); this "
+                "package runs the inverse generator, T2 -> T1. " if model.reverse else
+                "Unpaired (CycleGAN): T1 and T2 slices drawn independently (other subject, plane and place). "
+                if "cyclegan" in model.run else "")
+    return anatomy + unpaired + t1_inputs + ("Targets sharp and noise-free from the same deformed maps: spin-echo "
+                                             "T2 (TR 4000 / TE 100 ms) and PD (TR 3000 / TE 15 ms) with BrainWeb's "
+                                             "tissue values (TPM-based).")
 
 
 def native_training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, Any]:
     """The card's data provenance, simulation and split of a model trained on the 1 mm set."""
     dataset = json.loads((NATIVE_DATA / "dataset.json").read_text(encoding="utf-8"))
-    real = {"t1": "No real T2, PD or CT of any subject was used.", "ct_in": "No real CT or MR pair was used.",
+    real = {"t1": "No real T2, PD or CT of any subject was used.", "t2": "No real T2 of any subject was used.",
+            "ct_in": "No real CT or MR pair was used.",
             "t1_motion": "No real motion-corrupted scan was used.",
             "pet_in": "No real PET or CT was used.", "pet_low": "No real PET was used."}[model.source]
     return {
