@@ -50,6 +50,16 @@ def test_a_run_that_starts_from_another_names_its_folder_and_trains_after_it():
                 and run not in PRECEDING]
 
 
+def test_a_run_waits_while_the_run_it_starts_from_is_pending_or_training():
+    from build_shipped_models import next_ready
+
+    preceding = {"second": "first"}
+    assert next_ready(["second", "first", "other"], set(), preceding) == "first"
+    assert next_ready(["second", "other"], {"first"}, preceding) == "other"
+    assert next_ready(["second"], {"first"}, preceding) is None
+    assert next_ready(["second"], set(), preceding) == "second"  # first finished (or was not asked for)
+
+
 def test_demo_model_is_bundled_and_training_readme_reports_every_catalogue_model():
     assert DEMO_MODEL in BUNDLED
     readme = (REPO / "Training" / "README.md").read_text(encoding="utf-8")

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -39,6 +39,13 @@ def prepare(subjects: int, workers: int, spm: Optional[Path]) -> None:
         subprocess.run([sys.executable, str(native), "--out", str(NATIVE_DATA), "--workers", str(workers)], check=True)
 
 
+def next_ready(pending: List[str], active: Set[str], preceding: Dict[str, str]) -> Optional[str]:
+    """The first of `pending` whose preceding run (`preceding`: run -> the run it starts from) is neither pending
+    nor `active`; None when every pending run waits."""
+    busy = set(pending) | active
+    return next((run for run in pending if preceding.get(run) not in busy), None)
+
+
 def train(runs: Dict[str, List[str]], parallel: int, preceding: Dict[str, str], resume: bool = False,
           logs: Path = RUNS) -> None:
     """Train each run (name -> its `--set` overrides), up to `parallel` processes at once; logs in `logs`. A run
@@ -48,11 +55,9 @@ def train(runs: Dict[str, List[str]], parallel: int, preceding: Dict[str, str], 
     failed: List[str] = []
     while pending or active:
         while len(active) < parallel:
-            busy = set(pending) | {entry[0] for entry in active}
-            ready = [run for run in pending if preceding.get(run) not in busy]
-            if not ready:
+            run = next_ready(pending, {entry[0] for entry in active}, preceding)
+            if run is None:
                 break
-            run = ready[0]
             pending.remove(run)
             if preceding.get(run) in failed:
                 failed.append(run)
