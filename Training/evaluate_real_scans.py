@@ -196,11 +196,16 @@ def expected_order(target: str) -> Tuple[str, ...]:
     return tuple(sorted(signal, key=signal.get, reverse=True))
 
 
+def tissue_means(volume: np.ndarray, masks: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """The mean of `volume` in each tissue mask (NaN for an empty one)."""
+    return {name: float(volume[mask].mean()) if mask.any() else float("nan") for name, mask in masks.items()}
+
+
 def reference_free(output: np.ndarray, t1: np.ndarray, head: np.ndarray, masks: Dict[str, np.ndarray],
                    expected: Tuple[str, ...] = ("csf", "gm", "wm")) -> Dict[str, Any]:
     """The checks of the module docstring; `expected`: the tissues from brightest to darkest in the target."""
     out, inp = unit(output, head), unit(t1, head)
-    means = {name: float(out[mask].mean()) if mask.any() else float("nan") for name, mask in masks.items()}
+    means = tissue_means(out, masks)
     out_z, out_xy = gradients(out, head)
     in_z, in_xy = gradients(inp, head)
     return {
@@ -231,10 +236,17 @@ def reference_based(prediction: np.ndarray, reference: np.ndarray) -> Dict[str, 
 
 # ------------------------------------------------------------------------------------------------ runs
 
-def contrasts(card: Any) -> Tuple[str, str]:
-    """(source, target) weightings of an MR contrast model of CONTRASTS ("T1", "T2"); SystemExit otherwise."""
+def contrast_pair(card: Any) -> Optional[Tuple[str, str]]:
+    """(source, target) weightings ("T1", "T2") of an MR contrast model of CONTRASTS; None for any other model."""
     pair = (card.source_modality.split("-")[-1], card.target_modality.split("-")[-1])
-    if not (card.source_modality.startswith("MR-") and card.target_modality.startswith("MR-") and pair in CONTRASTS):
+    mr = card.source_modality.startswith("MR-") and card.target_modality.startswith("MR-")
+    return pair if mr and pair in CONTRASTS else None
+
+
+def contrasts(card: Any) -> Tuple[str, str]:
+    """contrast_pair of a model this script checks; SystemExit for any other."""
+    pair = contrast_pair(card)
+    if pair is None:
         raise SystemExit(f"{card.id}: this script checks MR-T1 -> T2/PD and MR-T2 -> T1 models, not "
                          f"{card.source_modality} -> {card.target_modality}")
     return pair
@@ -260,8 +272,8 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
         if reference is not None:
             reference = sitk.GetArrayFromImage(reference).astype(np.float64)
             candidates["histogram_matching"] = match_histograms(volume, reference)
-            measured = reference_free(reference, volume, head, masks, expected)
-            expected = tuple(sorted(measured["means"], key=measured["means"].get, reverse=True))
+            measured = tissue_means(unit(reference, head), masks)
+            expected = tuple(sorted(measured, key=measured.get, reverse=True))
             results[name]["reference"] = reference_free(reference, volume, head, masks, expected)
         for key, candidate in candidates.items():
             results[name][key] = reference_free(candidate, volume, head, masks, expected)

@@ -49,7 +49,7 @@ import real_scans_ct_to_t1  # noqa: E402
 import real_scans_motion  # noqa: E402
 import real_scans_pet_to_ct  # noqa: E402
 import real_scans_synthetic_ct  # noqa: E402
-from evaluate_real_scans import baselines as mr_baselines  # noqa: E402
+from evaluate_real_scans import baselines as mr_baselines, contrast_pair, ORACLES  # noqa: E402
 
 from MedTranslateLib.card import ModelCard  # noqa: E402
 from MedTranslateLib.metrics import compare, head_mask  # noqa: E402
@@ -117,7 +117,7 @@ def real_scan_kind(card: ModelCard) -> Optional[str]:
     """The key of REAL_SCAN_CHECKS that applies to the model, or None."""
     if card.task == "motion-correction":
         return "motion"
-    if mr_contrast(card):
+    if contrast_pair(card):
         return "mr contrast"
     if (card.source_modality, card.target_modality) == ("MR-T1", "CT"):
         return "synthetic ct"
@@ -126,14 +126,6 @@ def real_scan_kind(card: ModelCard) -> Optional[str]:
     if (card.source_modality, card.target_modality) == ("PET", "CT"):
         return "pet to ct"
     return None
-
-
-def mr_contrast(card: ModelCard) -> Optional[Tuple[str, str]]:
-    """(source, target) weightings of an MR contrast model (T1 -> T2/PD, or T2 -> T1), compared with the input's
-    inversion too (and, from a T1, a k-means render); None for any other model."""
-    pair = (card.source_modality.split("-")[-1], card.target_modality.split("-")[-1])
-    mr = card.source_modality.startswith("MR-") and card.target_modality.startswith("MR-")
-    return pair if mr and pair in evaluate_real_scans.CONTRASTS else None
 
 
 def comparable(source: np.ndarray, prediction: np.ndarray, reference: np.ndarray,
@@ -161,7 +153,7 @@ def evaluate_case(model: Any, source_path: Path, target_path: Path) -> Tuple[Dic
     prediction = sitk.GetArrayFromImage(translate_image(source_image, model, device="cpu")).astype(np.float64)
     source = sitk.GetArrayFromImage(source_image).astype(np.float64)
     reference = sitk.GetArrayFromImage(read_volume(target_path)).astype(np.float64)
-    images = comparable(source, prediction, reference, model.card.target_modality == "CT", mr_contrast(model.card))
+    images = comparable(source, prediction, reference, model.card.target_modality == "CT", contrast_pair(model.card))
     mask = head_mask(images["reference"])
     scores = {name: compare(image, images["reference"], mask) for name, image in images.items() if name != "reference"}
     return scores, {"input": source, "output": prediction, "reference": reference}
@@ -314,10 +306,10 @@ def native_simulation(model: ShippedModel, dataset: Dict[str, Any]) -> str:
                                       "the subject's own draw (GM/WM/CSF +-3 HU, skull 900-1600 HU scaled by a "
                                       "smooth field of +-15 %, scalp -60..40 HU; TPM-based outside the brain); air "
                                       "where the input is skull-stripped or cut.")
-    unpaired = ("Unpaired (CycleGAN): T1 and T2 slices drawn independently (other subject, plane and place); this "
-                "package runs the inverse generator, T2 -> T1. " if model.reverse else
-                "Unpaired (CycleGAN): T1 and T2 slices drawn independently (other subject, plane and place). "
-                if "cyclegan" in model.run else "")
+    unpaired = ""
+    if "cyclegan" in model.run:
+        unpaired = ("Unpaired (CycleGAN): T1 and T2 slices drawn independently (other subject, plane and place)"
+                    + ("; this package runs the inverse generator, T2 -> T1. " if model.reverse else ". "))
     return anatomy + unpaired + t1_inputs + ("Targets sharp and noise-free from the same deformed maps: spin-echo "
                                              "T2 (TR 4000 / TE 100 ms) and PD (TR 3000 / TE 15 ms) with BrainWeb's "
                                              "tissue values (TPM-based).")
@@ -469,7 +461,7 @@ def real_scan_summary(metrics: Dict[str, Any]) -> str:
         for scan, checks in scans.items():
             if "reference" in checks["model"]:
                 best = max((v["reference"]["ssim"], k[len("baseline_"):]) for k, v in checks.items()
-                           if k.startswith("baseline_") and k != "baseline_histogram_matching")
+                           if k.startswith("baseline_") and k[len("baseline_"):] not in ORACLES)
                 summary += (f"; real {scan} reference SSIM {checks['model']['reference']['ssim']:.3f} "
                             f"(best baseline {best[1]} {best[0]:.3f})")
         return summary

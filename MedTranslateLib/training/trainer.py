@@ -259,7 +259,7 @@ class Trainer:
         """Start every network from the weights of checkpoint `path` (train.init_from; a run's folder: its latest
         checkpoint): same recipe, same network specs; the card's training notes say so."""
         if path.is_dir():
-            path = latest_checkpoint(checkpoint_folder(path)) or path / "checkpoints"
+            path = latest_checkpoint(checkpoint_folder(path)) or path
         if not path.is_file():
             raise ConfigError(f"train.init_from: {path} is not a checkpoint file or a run folder holding one")
         state = load_checkpoint(path)
