@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from MedTranslateLib.simulate import TISSUES
 from MedTranslateLib.simulate.deform import deform, random_deformation
@@ -90,3 +89,34 @@ def test_pet_volumes_drawn_again_from_the_seed_are_the_subjects(subject, seed=SU
     again, again_draws = pet_volumes(deformed_head(np.random.default_rng(seed))[1], np.random.default_rng([seed, 2]))
     assert all(np.array_equal(again[key], pet[key]) for key in pet) and again_draws == draws["pet"]
     assert PET_FWHM_MM[0] <= draws["pet"]["pet_fwhm_mm"] <= PET_FWHM_MM[1]
+
+
+def test_whole_head_volumes_drawn_again_from_the_seed_are_the_subjects(subject, seed=SUBJECT_SEED):
+    """--redo-head rebuilds a prepared subject's whole-head volumes from its seed alone (the second stream)."""
+    from prepare_native_data import HEAD_VOLUMES, deformed_head, second_stream
+
+    volumes, _, draws = subject
+    _, _, again, again_draws = second_stream(seed, *deformed_head(np.random.default_rng(seed)))
+    assert all(np.array_equal(again[key], volumes[key]) for key in HEAD_VOLUMES) and again_draws == draws["head"]
+
+
+def test_motion_pairs_share_their_noise_and_still_scans_stay_as_they_are():
+    from MedTranslateLib.simulate import shared_rician_noise
+    from prepare_native_data import scan_resolution
+
+    rng = np.random.default_rng(0)
+    still = np.zeros((8, 64, 64), np.float32)
+    still[:, 16:48, 16:48] = 1.0
+    moved = np.roll(still, 3, axis=2)
+    target, source = shared_rician_noise([still, moved], 0.05, rng)
+    same = (still == moved)
+    np.testing.assert_array_equal(target[same], source[same])  # one noise draw: where nothing moved, nothing differs
+    air = still == 0
+    assert target[air].mean() == pytest.approx(0.05 * np.sqrt(np.pi / 2), rel=0.05)  # a real scan's Rician floor
+    twin, again = shared_rician_noise([still, still], 0.05, rng)
+    np.testing.assert_array_equal(twin, again)
+    blurred = [scan_resolution(still, np.random.default_rng(s)) for s in range(12)]
+    assert any(d == {} and np.array_equal(b, still) for b, d in blurred)  # half the scans keep their resolution
+    coarse = [(b, d) for b, d in blurred if d]
+    assert coarse and all(1.0 <= d["resolution_fwhm_mm"] <= 2.5 and np.abs(np.diff(b, axis=2)).max() < 0.9
+                          for b, d in coarse)  # softer edges

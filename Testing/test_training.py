@@ -26,7 +26,9 @@ from MedTranslateLib.errors import InputError
 from MedTranslateLib.package import load_package
 from MedTranslateLib.training import ConfigError, TrainingDiverged, export_checkpoint, load_config, train
 from MedTranslateLib.training.checkpoint import checkpoint_folder, list_checkpoints, load_checkpoint
-from MedTranslateLib.training.data import SliceDataset, load_training_data
+from MedTranslateLib.training.config import SCALE_KNEE, DataSection
+from MedTranslateLib.training.data import (SliceDataset, SliceSampler, Volume, knee_curve, load_training_data,
+                                           slice_weights)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "Training" / "configs"
@@ -507,6 +509,30 @@ def test_source_target_maps_with_its_paired_source_range(slabs, tmp_path):
             tiny_config(recipe, slabs, tmp_path / "bad", 'intensity.target={kind = "source"}', *extra)
     with pytest.raises(ConfigError, match="same-modality tasks, not MR-T1 -> MR-T2"):
         tiny_config("medgan", slabs, tmp_path / "bad", 'intensity.target={kind = "source"}')
+    with pytest.raises(ConfigError, match="jitter the source only"):
+        tiny_config("medgan", slabs, tmp_path / "bad", 'intensity.target={kind = "source"}',
+                    "model.target_modality=MR-T1", "data.scale=[0.5, 1.0]")
+
+
+def test_scale_moves_the_tissue_under_a_fixed_top_and_is_validated(slabs, tmp_path):
+    unit = np.linspace(0.0, 1.0, 101)
+    for scale in (0.5, 1.0, 1.0 / SCALE_KNEE):
+        curve = knee_curve(unit, scale)
+        assert curve[0] == 0.0 and curve[-1] == pytest.approx(1.0) and np.all(np.diff(curve) >= 0)
+        below = unit < SCALE_KNEE
+        np.testing.assert_allclose(curve[below], unit[below] * scale)
+    np.testing.assert_allclose(knee_curve(unit, 1.0), unit)
+    ramp = np.linspace(-1.0, 1.0, 16 * 16 * 4, dtype=np.float32).reshape(4, 16, 16)
+    volume = Volume("v", "v", ramp, slice_weights(ramp, 0.05), None, (1.0, 1.0), "axial", tuple(np.eye(3).ravel()),
+                    (1.0, 1.0, 1.0))
+    plain, scaled = (SliceSampler([volume], [volume], DataSection(crop_size=16, flip=False, scale=s), paired=True)
+                     for s in ([1.0, 1.0], [0.5, 0.5]))
+    a, b = plain.draw(np.random.default_rng(4)), scaled.draw(np.random.default_rng(4))
+    np.testing.assert_array_equal(a["target"], b["target"])  # the input only
+    np.testing.assert_allclose(b["source"], knee_curve((a["source"] + 1.0) / 2.0, 0.5) * 2.0 - 1.0, atol=1e-6)
+    for bad in ("[0.0, 1.0]", "[0.9, 0.8]", "[0.5, 1.2]", "[0.5]"):
+        with pytest.raises(ConfigError, match="data.scale"):
+            tiny_config("pix2pix", slabs, tmp_path / "bad", f"data.scale={bad}")
 
 
 def test_manifest_and_deterministic_sampling(slabs, tmp_path):

@@ -36,6 +36,7 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 BEST_METRICS = {"mae": "lower", "psnr": "higher", "ssim": "higher"}  # train.keep_best: which way is better
+SCALE_KNEE = 0.95  # data.scale moves the input's [0, 1] values below this; those above stretch to keep 1 at 1
 
 
 class ConfigError(InputError):
@@ -90,6 +91,9 @@ class DataSection:
     foreground_floor: float = 0.05   # slice weight = foreground fraction + floor
     flip: bool = True                # random left-right mirror
     gamma: List[float] = field(default_factory=lambda: [1.0, 1.0])  # input gamma jitter range on [0, 1]
+    scale: List[float] = field(default_factory=lambda: [1.0, 1.0])  # input [0, 1] values below SCALE_KNEE scaled
+                                     # by a factor in this range, the top stretched to keep 1 at 1: below 1 the tissue
+                                     # sits low under a brighter scalp or vessels (as on post-contrast T1s)
     pad: str = "reflect"             # crops larger than the slice: "reflect" borders or "background" (-1);
                                      # the card keeps it, and inference pads slices alike
     val_count: int = 0               # hold out the last N pairs by sorted name ...
@@ -429,6 +433,9 @@ def _validate(config: TrainConfig, recipe_cls: Any) -> None:
         raise ConfigError("data.foreground_floor must be >= 0")
     if len(data.gamma) != 2 or not 0 < data.gamma[0] <= data.gamma[1]:
         raise ConfigError(f"data.gamma must be [low, high] with 0 < low <= high, not {data.gamma}")
+    if len(data.scale) != 2 or not 0 < data.scale[0] <= data.scale[1] <= 1.0 / SCALE_KNEE:
+        raise ConfigError(f"data.scale must be [low, high] with 0 < low <= high <= {1.0 / SCALE_KNEE:.4g}, "
+                          f"not {data.scale}")
     if data.pad not in PAD_MODES:
         raise ConfigError(f"data.pad '{data.pad}' is unknown (known: {', '.join(PAD_MODES)})")
     if data.spacing_mm and (len(data.spacing_mm) != 2 or min(data.spacing_mm) <= 0):
@@ -451,6 +458,9 @@ def _validate(config: TrainConfig, recipe_cls: Any) -> None:
         if config.model.source_modality != config.model.target_modality:
             raise ConfigError(f"intensity.target.kind 'source' is for same-modality tasks, not "
                               f"{config.model.source_modality} -> {config.model.target_modality}")
+        if data.gamma != [1.0, 1.0] or data.scale != [1.0, 1.0]:
+            raise ConfigError("data.gamma and data.scale jitter the source only, so with intensity.target.kind "
+                              "'source' the target would no longer be the same scan; leave them at [1.0, 1.0]")
     if recipe_cls.name == "cyclegan" and data.context_slices:
         raise ConfigError("recipe cyclegan needs data.context_slices = 0 (its generators map images both ways)")
 

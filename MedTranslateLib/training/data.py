@@ -10,7 +10,7 @@ inference shares. Sampling then draws:
 - its ±k neighbours as channels, clamped at the volume's ends (`engine.slice_indices`);
 - a random crop of `crop_size` (smaller slices are padded: mirrored borders, or background -1);
 - a random left-right mirror (columns; for sagittal slices, the order of the context slices);
-- a random gamma on the [0, 1]-rescaled input.
+- a random gamma, then a random scale of the values below `SCALE_KNEE`, on the [0, 1]-rescaled input.
 
 Everything random comes from a numpy Generator, so a seed fixes the stream. `SliceStream` is an infinite
 IterableDataset whose generator state goes into checkpoints; `SliceDataset` is a map-style Dataset whose
@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..intensity import IntensityMapping, IntensityRange
 from ..resample import SPACING_TOLERANCE, in_plane_spacing_target, resample_to_spacing
 from ..volume import describe_grid, read_volume, same_grid, volume_extension
-from .config import DataSection, TrainConfig
+from .config import SCALE_KNEE, DataSection, TrainConfig
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr", ".vtk")  # .hdr: Analyze/.img
 _SAMPLE_VOXELS = 1_000_000
@@ -218,7 +218,7 @@ class SliceSampler:
     """Draws one training sample {"source": (2k+1, s, s), "target": (1, s, s)} float32 from a Generator.
 
     Paired: both crops come from the same slice, window and mirror. Unpaired: source and target are drawn
-    independently from their own volumes. The gamma jitter touches the source only.
+    independently from their own volumes. The gamma and scale jitters touch the source only.
     """
 
     def __init__(self, sources: Sequence[Volume], targets: Sequence[Volume], data: DataSection, paired: bool) -> None:
@@ -242,7 +242,7 @@ class SliceSampler:
             t_volume, t_index = self.target_table.draw(generator)
             target = self._augment(self._stack(self.targets[t_volume], t_index, 0), generator,
                                    self.targets[t_volume].plane)
-        source = self._gamma(source, generator)
+        source = self._intensity(source, generator)
         return {"source": np.ascontiguousarray(source), "target": np.ascontiguousarray(target)}
 
     @staticmethod
@@ -272,13 +272,23 @@ class SliceSampler:
                 stack = stack[:, :, ::-1]
         return stack
 
-    def _gamma(self, source: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-        low, high = self.data.gamma
-        gamma = generator.uniform(low, high)
-        if gamma == 1.0:
+    def _intensity(self, source: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+        """(C, H, W) source in [-1, 1] -> unit ** gamma through `knee_curve(scale)`, mapped back to [-1, 1]. The
+        scale is drawn only where the config sets a range, so configs without one keep their random stream."""
+        gamma = generator.uniform(*self.data.gamma)
+        scale = generator.uniform(*self.data.scale) if self.data.scale != [1.0, 1.0] else 1.0
+        if gamma == 1.0 and scale == 1.0:
             return source
-        unit = np.clip((source + 1.0) / 2.0, 0.0, 1.0)
-        return (unit ** gamma * 2.0 - 1.0).astype(np.float32)
+        unit = np.clip((source + 1.0) / 2.0, 0.0, 1.0) ** gamma
+        return (knee_curve(unit, scale) * 2.0 - 1.0).astype(np.float32)
+
+
+def knee_curve(unit: np.ndarray, scale: float) -> np.ndarray:
+    """[0, 1] values below SCALE_KNEE times `scale`, the rest on the line from (SCALE_KNEE, scale * SCALE_KNEE) to
+    (1, 1): the tissue moves down (scale < 1, as under a brighter scalp or vessels) or up, the top stays at 1."""
+    low = SCALE_KNEE * scale
+    top = low + (unit - SCALE_KNEE) * (1.0 - low) / (1.0 - SCALE_KNEE)
+    return np.where(unit < SCALE_KNEE, unit * scale, top)
 
 
 def pad_to_size(stack: np.ndarray, size: int, mode: str) -> np.ndarray:

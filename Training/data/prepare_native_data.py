@@ -22,11 +22,13 @@ Whole-head volumes of the same deformed subject (never skull-stripped; their own
 random stream so that the volumes above stay as they were:
 - `ct_in` -> `t1_target` (CT -> T1): a CT with its own HU draw, thick slices (50 %: 1.5-5 mm along a random
   axis), in-plane blur and noise of 3-20 HU; the target a sharp spin-echo T1 (TR 500 / TE 15 ms, nominal tissues);
-- `t1_motion` -> `t1_motion_target` (motion correction): a clean T1 of random contrast (spin-echo, random
-  per-tissue intensities, or the real 2009a brain set in the simulated head), gamma and bias field, shared by
-  target and input; the input moved in k-space (MedTranslateLib.simulate.motion: 2-6 moves of up to 6 degrees
-  and 6 mm, slices along a random axis, each slice its own moves or one history for all) with Rician noise up
-  to 3 %.
+- `t1_motion` -> `t1_motion_target` (motion correction): a still T1 of random contrast (spin-echo, random
+  per-tissue intensities, or the real 2009a brain set in the simulated head), gamma, bias field and (50 %) a
+  coarser resolution (scan_resolution), shared by target and input; the input moved in k-space
+  (MedTranslateLib.simulate.motion: 2-6 moves of up to 6 degrees and 6 mm, slices along a random axis, each slice
+  its own moves or one history for all), or not at all (MOTION_STILL); one Rician noise draw of up to 3 % on both
+  (simulate.shared_rician_noise), so the target is the same scan without the motion, noise and all, as a real
+  still scan is.
 
 And on a 2 mm grid (the 1 mm maps averaged over 2x2x2 blocks; PET is reconstructed at 2 mm or coarser), from a
 third random stream:
@@ -42,9 +44,11 @@ third random stream:
 Layout: OUT/{train,test}/<volume>/<subject>.nii.gz on 1 mm (2 mm for PET_VOLUMES) grids cropped to each head;
 OUT/dataset.json records every subject's draws. Test subjects use seeds disjoint from the training ones. A subject
 whose volumes all exist is kept (its draws read back from dataset.json), so a larger --subjects or --test adds only
-the new ones; --redo-pet draws the PET volumes of the kept subjects again (after a change to their simulation).
+the new ones; --redo-pet and --redo-head draw the PET or whole-head volumes of the kept subjects again (after a
+change to their simulation).
 
     python Training/data/prepare_native_data.py [--out Training/data/native] [--subjects 24] [--test 6] [--redo-pet]
+        [--redo-head]
 """
 from __future__ import annotations
 
@@ -83,6 +87,7 @@ PET_EXTRACEREBRAL = {"bone": (0.0, 0.2), "soft": (0.0, 0.3)}  # uptake relative 
 PET_SCATTER = (0.0, 0.08)  # residual scatter's peak and the randoms' level, relative to grey matter: SPM's average
 PET_RANDOMS = (0.0, 0.03)  # real PET shows 2-4 % of its maximum in the air around the head, the simulation had 0
 MOTION = {"max_rotation_deg": 6.0, "max_shift_voxels": 6.0}  # 1 mm voxels: up to 6 mm between moves
+MOTION_STILL = 0.15  # the share of motion pairs whose input did not move: a still scan must come back as it is
 TEST_SEED_OFFSET = 10_000
 AIR = simulate.TISSUES.index("air")
 BONE = simulate.TISSUES.index("bone")
@@ -185,10 +190,28 @@ def head_volumes(deformed: np.ndarray, brain: np.ndarray, real_t1: np.ndarray, k
                  motion_bias=float(rng.uniform(0.0, 0.15)), motion_noise=float(rng.uniform(0.0, 0.03)))
     clean = simulate.gamma(np.clip(clean, 0.0, None), draws["motion_gamma"]) * keep
     clean = clean * simulate.bias_field(clean.shape, rng, draws["motion_bias"])
-    moved, motion = move_head(clean, rng)
-    volumes["t1_motion_target"] = clean
-    volumes["t1_motion"] = simulate.rician_noise(moved, draws["motion_noise"] * float(np.percentile(moved, 99.5)), rng)
-    return volumes, {**draws, **motion}
+    clean, resolution = scan_resolution(clean, rng)
+    if rng.random() < MOTION_STILL:
+        moved, motion = clean, {"motion": "none"}
+    else:
+        moved, motion = move_head(clean, rng)
+    sigma = draws["motion_noise"] * float(np.percentile(clean, 99.5))
+    volumes["t1_motion_target"], volumes["t1_motion"] = simulate.shared_rician_noise([clean, moved], sigma, rng)
+    return volumes, {**draws, **resolution, **motion}
+
+
+def scan_resolution(image: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """`image` (Z, Y, X) as a scan of coarser resolution would show it (50 %): a Gaussian of 1-2.5 mm FWHM in every
+    direction, and for half of those thick slices of 2-6 mm along a random axis; else as it is."""
+    if rng.random() >= 0.5:
+        return image, {}
+    widths = [float(rng.uniform(1.0, 2.5))] * 3
+    draws: Dict[str, Any] = {"resolution_fwhm_mm": widths[0]}
+    if rng.random() < 0.5:
+        axis = int(rng.integers(0, 3))
+        widths[axis] = float(rng.uniform(2.0, 6.0))
+        draws.update(resolution_thick_axis=axis, resolution_thick_fwhm_mm=widths[axis])
+    return simulate.blur_resolution(image, widths), draws
 
 
 def block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
@@ -230,6 +253,19 @@ def deformed_head(rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
     return coordinates, deformed
 
 
+def second_stream(seed: int, coordinates: np.ndarray, deformed: np.ndarray
+                  ) -> Tuple[np.ndarray, Dict[str, float], Dict[str, np.ndarray], Dict[str, Any]]:
+    """The draws of a subject's second random stream (so the first stream's volumes stay as they were before these
+    existed): its CT in HU and CT draws, then its whole-head volumes (HEAD_VOLUMES) and their draws."""
+    _, _, brain, real_t1 = load_anatomy()
+    extra = np.random.default_rng([seed, 1])
+    ct, hu = ct_hu(deformed, extra)
+    fov = field_of_view(brain.shape, extra)[0]
+    head, head_draws = head_volumes(deformed, np.clip(deform(brain, coordinates), 0.0, 1.0),
+                                    deform(real_t1, coordinates), fov, extra)
+    return ct, hu, head, head_draws
+
+
 def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, Any]]:
     """One subject's volumes as (Z, Y, X) float32: BRAIN_VOLUMES and HEAD_VOLUMES on the 2009a grid, PET_VOLUMES
     on the PET_FACTOR grid; and its draws."""
@@ -250,12 +286,8 @@ def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str,
     for target in TARGETS:
         sequence = simulate.SEQUENCES[target.upper()]
         volumes[target] = simulate.mr_spin_echo(deformed, simulate.nominal_mr(), *sequence) * keep
-    extra = np.random.default_rng([seed, 1])  # the streams above stay as they were before these volumes existed
-    ct, hu = ct_hu(deformed, extra)
+    ct, hu, head, head_draws = second_stream(seed, coordinates, deformed)
     volumes["ct"] = np.where(keep > 0.5, ct, -1000.0).astype(np.float32)
-    fov = field_of_view(brain.shape, extra)[0]
-    head, head_draws = head_volumes(deformed, np.clip(deform(brain, coordinates), 0.0, 1.0),
-                                    deform(real_t1, coordinates), fov, extra)
     volumes.update(head)
     pet, pet_draws = pet_volumes(deformed, np.random.default_rng([seed, 2]))
     draws = {"name": name, "seed": seed, "input": kind, "skull_stripped": stripped, "contrast": contrast,
@@ -287,11 +319,19 @@ def write_cropped(path: Path, array: np.ndarray, box: Tuple[slice, ...], factor:
 def write_subject(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     volumes, pet, draws = make_subject(name, seed)
     boxes = {key: head_box(volumes["t2"] + volumes["t1"]) for key in BRAIN_VOLUMES}
-    boxes.update({key: head_box(volumes["t1_target"] + volumes["t1_motion_target"]) for key in HEAD_VOLUMES})
     for key, array in volumes.items():
-        write_cropped(out / split / key / f"{name}.nii.gz", array, boxes[key], 1)
+        if key in BRAIN_VOLUMES:
+            write_cropped(out / split / key / f"{name}.nii.gz", array, boxes[key], 1)
+    write_head(out, split, name, volumes)
     write_pet(out, split, name, pet)
     return {"split": split, **draws}
+
+
+def write_head(out: Path, split: str, name: str, head: Dict[str, np.ndarray]) -> None:
+    """HEAD_VOLUMES cropped to the box of the noise-free whole-head T1 (`t1_target`; the motion pair carries noise)."""
+    box = head_box(head["t1_target"])
+    for key in HEAD_VOLUMES:
+        write_cropped(out / split / key / f"{name}.nii.gz", head[key], box, 1)
 
 
 def write_pet(out: Path, split: str, name: str, pet: Dict[str, np.ndarray]) -> None:
@@ -308,6 +348,14 @@ def redo_pet(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     return draws
 
 
+def redo_head(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
+    """The whole-head volumes of a prepared subject drawn again from its seed (the same deformation); their draws."""
+    coordinates, deformed = deformed_head(np.random.default_rng(seed))
+    _, _, head, draws = second_stream(seed, coordinates, deformed)
+    write_head(out, split, name, head)
+    return draws
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -315,6 +363,8 @@ def main() -> int:
     parser.add_argument("--test", type=int, default=6, help="held-out test subjects")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--redo-pet", action="store_true", help="draw the kept subjects' PET volumes again")
+    parser.add_argument("--redo-head", action="store_true",
+                        help="draw the kept subjects' whole-head volumes (CT -> T1, motion) again")
     args = parser.parse_args()
     jobs = [("train", f"subj{i:03d}", i) for i in range(args.subjects)]
     jobs += [("test", f"test{i:03d}", TEST_SEED_OFFSET + i) for i in range(args.test)]
@@ -332,6 +382,10 @@ def main() -> int:
             kept = [(entry["split"], entry["name"], entry["seed"]) for entry in done.values()]
             for entry, draws in zip(done.values(), pool.map(redo_pet, [args.out] * len(kept), *zip(*kept))):
                 entry["pet"] = draws
+        if args.redo_head:
+            kept = [(entry["split"], entry["name"], entry["seed"]) for entry in done.values()]
+            for entry, draws in zip(done.values(), pool.map(redo_head, [args.out] * len(kept), *zip(*kept))):
+                entry["head"] = draws
     plan = [done.get(name) or made[name] for _, name, _ in jobs]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dataset.json").write_text(json.dumps({"subjects": args.subjects, "test": args.test, "plan": plan},
