@@ -42,7 +42,7 @@ CYCLEGAN_CAVEAT = ("Trained unpaired, on simulated 1 mm subjects only. The T2 co
                    "thick-slice brain1 CSF comes out below grey matter. On SPM's blurred avg152 it ranks CSF > GM "
                    "> WM where the real avg152T2 ranks GM > WM > CSF (partial volume in those masks), and against "
                    "that real avg152T2 it scores SSIM 0.156, no better than the T1 itself (0.155; "
-                   "mr-t1-to-t2-pix2pix: 0.656). Scalp and skull do not look like a T2's (a bright or doubled "
+                   "mr-t1-to-t2-pix2pix 2.2: 0.601). Scalp and skull do not look like a T2's (a bright or doubled "
                    "rim), and thick-slice inputs give stripes in the through-plane views. Where a paired model "
                    "will do, mr-t1-to-t2-pix2pix is the better T1 -> T2.")
 
