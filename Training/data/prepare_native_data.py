@@ -318,10 +318,9 @@ def write_cropped(path: Path, array: np.ndarray, box: Tuple[slice, ...], factor:
 
 def write_subject(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     volumes, pet, draws = make_subject(name, seed)
-    boxes = {key: head_box(volumes["t2"] + volumes["t1"]) for key in BRAIN_VOLUMES}
-    for key, array in volumes.items():
-        if key in BRAIN_VOLUMES:
-            write_cropped(out / split / key / f"{name}.nii.gz", array, boxes[key], 1)
+    box = head_box(volumes["t2"] + volumes["t1"])
+    for key in BRAIN_VOLUMES:
+        write_cropped(out / split / key / f"{name}.nii.gz", volumes[key], box, 1)
     write_head(out, split, name, volumes)
     write_pet(out, split, name, pet)
     return {"split": split, **draws}
