@@ -17,9 +17,7 @@ def bias_field(shape: Sequence[int], rng: np.random.Generator, strength: float, 
 
 def rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of the image plus complex Gaussian noise of standard deviation `sigma` (MR noise)."""
-    real = image + rng.normal(0.0, sigma, size=image.shape)
-    imaginary = rng.normal(0.0, sigma, size=image.shape)
-    return np.sqrt(real * real + imaginary * imaginary).astype(np.float32)
+    return shared_rician_noise([image], sigma, rng)[0]
 
 
 def shared_rician_noise(images: Sequence[np.ndarray], sigma: float, rng: np.random.Generator) -> List[np.ndarray]:

@@ -431,11 +431,11 @@ def _validate(config: TrainConfig, recipe_cls: Any) -> None:
     _at_least(data.workers, 0, "data.workers")
     if data.foreground_floor < 0:
         raise ConfigError("data.foreground_floor must be >= 0")
-    if len(data.gamma) != 2 or not 0 < data.gamma[0] <= data.gamma[1]:
-        raise ConfigError(f"data.gamma must be [low, high] with 0 < low <= high, not {data.gamma}")
-    if len(data.scale) != 2 or not 0 < data.scale[0] <= data.scale[1] <= 1.0 / SCALE_KNEE:
-        raise ConfigError(f"data.scale must be [low, high] with 0 < low <= high <= {1.0 / SCALE_KNEE:.4g}, "
-                          f"not {data.scale}")
+    for key, ceiling in (("gamma", float("inf")), ("scale", 1.0 / SCALE_KNEE)):
+        low_high = getattr(data, key)
+        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= ceiling:
+            bound = f" <= {ceiling:.4g}" if ceiling < float("inf") else ""
+            raise ConfigError(f"data.{key} must be [low, high] with 0 < low <= high{bound}, not {low_high}")
     if data.pad not in PAD_MODES:
         raise ConfigError(f"data.pad '{data.pad}' is unknown (known: {', '.join(PAD_MODES)})")
     if data.spacing_mm and (len(data.spacing_mm) != 2 or min(data.spacing_mm) <= 0):

@@ -377,14 +377,11 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         made = {entry["name"]: entry for entry in pool.map(write_subject, [args.out] * len(todo), *zip(*todo))} \
             if todo else {}
-        if args.redo_pet:
-            kept = [(entry["split"], entry["name"], entry["seed"]) for entry in done.values()]
-            for entry, draws in zip(done.values(), pool.map(redo_pet, [args.out] * len(kept), *zip(*kept))):
-                entry["pet"] = draws
-        if args.redo_head:
-            kept = [(entry["split"], entry["name"], entry["seed"]) for entry in done.values()]
-            for entry, draws in zip(done.values(), pool.map(redo_head, [args.out] * len(kept), *zip(*kept))):
-                entry["head"] = draws
+        kept = [(entry["split"], entry["name"], entry["seed"]) for entry in done.values()]
+        for key, redo in (("pet", redo_pet), ("head", redo_head)):
+            if getattr(args, f"redo_{key}") and kept:
+                for entry, draws in zip(done.values(), pool.map(redo, [args.out] * len(kept), *zip(*kept))):
+                    entry[key] = draws
     plan = [done.get(name) or made[name] for _, name, _ in jobs]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dataset.json").write_text(json.dumps({"subjects": args.subjects, "test": args.test, "plan": plan},
