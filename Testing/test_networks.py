@@ -39,6 +39,8 @@ GENERATORS = {
     "unet-256": (lambda i, o: UNetGenerator(i, o, width=4, num_downs=8), [(1, 256, 256)]),
     "classic": (lambda i, o: ClassicUNet(i, o, width=8, depth=3), [(1, 16, 16), (2, 64, 96)]),
     "classic-9-stage": (lambda i, o: ClassicUNet(i, o, width=4), [(2, 32, 48)]),
+    "classic-pixelshuffle": (lambda i, o: ClassicUNet(i, o, width=8, depth=3, upsample="pixelshuffle"),
+                             [(1, 16, 16), (2, 64, 96)]),
     "casnet": (lambda i, o: CasNet(i, o, n_blocks=2, width=4, num_downs=4), [(1, 16, 16), (2, 64, 96)]),
 }
 CASES = [(name, shape) for name, (_, shapes) in GENERATORS.items() for shape in shapes]
@@ -86,6 +88,21 @@ def test_classic_unet_without_activation_is_unbounded() -> None:
         out = net(torch.randn(2, 1, 8, 8))
     assert out.shape == (2, 1, 8, 8)
     assert out.max() > 1
+
+
+def test_classic_unet_upsampling_choices() -> None:
+    """"transpose" keeps the paper's bare 2x2 transposed convs (the weight names shipped packages hold);
+    "pixelshuffle" has none and starts as nearest-neighbour upsampling: every 2x2 output block of an up stage
+    is one value per channel, no 2-pixel grid."""
+    transpose = ClassicUNet(1, 1, width=4, depth=3)
+    assert {"ups.0.weight", "ups.1.bias"} <= set(transpose.state_dict())
+    torch.manual_seed(0)
+    shuffle = ClassicUNet(1, 1, width=4, depth=3, upsample="pixelshuffle")
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in shuffle.modules())
+    with torch.no_grad():
+        up = shuffle.ups[0](torch.randn(1, 16, 6, 6))
+    assert up.shape == (1, 8, 12, 12)
+    torch.testing.assert_close(up, up[:, :, ::2, ::2].repeat_interleave(2, 2).repeat_interleave(2, 3))
 
 
 def test_size_multiples() -> None:
@@ -326,6 +343,7 @@ def test_residual_casnet_blocks_refine_the_previous_estimate() -> None:
 @pytest.mark.parametrize("spec", [
     {"name": "unet", "variant": "pix2pix", "width": 4, "num_downs": 5, "norm": "batch"},
     {"name": "unet", "variant": "classic", "width": 4, "depth": 3, "norm": "batch"},
+    {"name": "unet", "variant": "classic", "width": 4, "depth": 3, "norm": "batch", "upsample": "pixelshuffle"},
     {"name": "casnet", "n_blocks": 2, "width": 4, "num_downs": 4, "norm": "batch", "residual": True},
     {"name": "unet", "variant": "pix2pix", "width": 4, "num_downs": 5, "norm": "batch", "upsample": "pixelshuffle"},
     {"name": "unet", "variant": "pix2pix", "width": 4, "num_downs": 5, "norm": "batch", "upsample": "resize"},

@@ -580,6 +580,9 @@ def test_config_errors_name_the_key(tmp_path, capsys):
                               "data.crop_size=256"])
     load_config(pix2pix, ["model.generator.upsample=pixelshuffle", "model.generator.num_downs=7",
                           "data.crop_size=256"])
+    with pytest.raises(ConfigError, match="crop_size 8 with 4 downsamplings leaves 1x1"):
+        load_config(CONFIGS / "unet_l2_ct_mr.toml", ["model.generator.depth=5", "data.crop_size=8",
+                                                      "model.generator.upsample=pixelshuffle"])
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.toml")
     broken = tmp_path / "broken.toml"

@@ -159,13 +159,22 @@ class DoubleConv(nn.Sequential):
         )
 
 
+def classic_up(in_channels: int, out_channels: int, upsample: str) -> nn.Module:
+    """The classic U-Net's x2 upsampling, (B,in,H,W) -> (B,out,2H,2W): the paper's 2x2 stride-2 transposed
+    conv for "transpose" (a bare module, as packages of that network name its weights), else `up_layers`."""
+    if upsample == "transpose":
+        return nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
+    return nn.Sequential(*up_layers(in_channels, out_channels, upsample))
+
+
 class ClassicUNet(nn.Module):
     """The classic U-Net as used for CT->MRI by Dong et al. 2020; (B,in_channels,H,W) -> (B,out_channels,H,W).
 
     `depth` encoder stages (DoubleConv, width*2**level channels at level 0..depth-1) separated
-    by 2x2 max-pools, then depth-1 decoder stages (2x2 stride-2 transposed conv halving the
-    channels, concatenation with the encoder stage of the same level, DoubleConv); depth=5 gives
-    the 9 stages. A final 1x1 conv maps to out_channels, followed by Tanh ("tanh", output in
+    by 2x2 max-pools, then depth-1 decoder stages (x2 upsampling halving the channels, concatenation
+    with the encoder stage of the same level, DoubleConv); depth=5 gives the 9 stages. `upsample`:
+    "transpose" (the paper's 2x2 stride-2 transposed conv, which leaves a 2-pixel grid texture),
+    "resize" or "pixelshuffle" (see `up_layers`). A final 1x1 conv maps to out_channels, followed by Tanh ("tanh", output in
     [-1, 1]) or nothing ("none"). H and W must be multiples of `size_multiple` = 2**(depth-1).
     """
 
@@ -177,6 +186,7 @@ class ClassicUNet(nn.Module):
         depth: int = 5,
         norm: str = "batch",
         final_activation: str = "tanh",
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         if depth < 2:
@@ -192,8 +202,7 @@ class ClassicUNet(nn.Module):
         )
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.ups = nn.ModuleList(
-            nn.ConvTranspose2d(widths[level + 1], widths[level], kernel_size=2, stride=2)
-            for level in reversed(range(depth - 1))
+            classic_up(widths[level + 1], widths[level], upsample) for level in reversed(range(depth - 1))
         )
         self.decoders = nn.ModuleList(
             DoubleConv(2 * widths[level], widths[level], norm) for level in reversed(range(depth - 1))

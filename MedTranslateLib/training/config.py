@@ -419,12 +419,13 @@ def _validate(config: TrainConfig, recipe_cls: Any) -> None:
         raise ConfigError(f"data.fusion '{data.fusion}' is unknown (known: {', '.join(FUSIONS)})")
     _at_least(data.crop_size, 8, "data.crop_size")
     generator = config.model.generator
-    downs = int(generator.get("num_downs", 8))
+    downs = int(generator.get("depth", 5)) - 1 if generator.get("variant") == "classic" else int(
+        generator.get("num_downs", 8))
     if generator.get("upsample") == "pixelshuffle" and data.crop_size >> downs < 2:
         raise ConfigError(f"model.generator.upsample 'pixelshuffle' needs training crops of at least 2x2 pixels at "
-                          f"the bottleneck: data.crop_size {data.crop_size} with num_downs {downs} "
+                          f"the bottleneck: data.crop_size {data.crop_size} with {downs} downsamplings "
                           "leaves 1x1, where the innermost sub-pixel convolution trains only its centre tap (the "
-                          "others then act untrained on larger slices); lower num_downs or raise crop_size")
+                          "others then act untrained on larger slices); lower num_downs (depth) or raise crop_size")
     _at_least(data.batch_size, 1, "data.batch_size")
     _at_least(data.val_count, 0, "data.val_count")
     _at_least(data.val_slices, 1, "data.val_slices")
