@@ -70,6 +70,19 @@ def test_order_sharpness_and_stripes_tell_a_t2_from_its_failures(phantom):
     assert failures == ["tissue order on b", "stripes on c"]
 
 
+def test_grid_measures_a_two_voxel_texture_and_not_anatomy_or_noise(phantom):
+    t1, t2, _ = phantom
+    head, masks = tissue_masks(t1, (1.0, 1.0, 1.0))
+    clean = reference_free(t2, t1, head, masks)["grid"]
+    noisy = reference_free(t2 + np.random.default_rng(1).normal(0, 0.02, t2.shape), t1, head, masks)["grid"]
+    assert clean < 0.005 and noisy < 0.005
+    z, y, x = np.indices(t2.shape)
+    span = np.percentile(t2[head], 99.5) - np.percentile(t2[head], 0.5)
+    for pattern in ((-1.0) ** x, (-1.0) ** (y + x), (-1.0) ** z):  # a grid along one axis, a checkerboard
+        textured = reference_free(t2 + 0.03 * span * pattern, t1, head, masks)["grid"]
+        assert textured == pytest.approx(0.03, abs=0.006)
+
+
 def test_the_expected_order_follows_the_target_sequence():
     from evaluate_real_scans import expected_order
 

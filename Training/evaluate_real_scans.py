@@ -17,7 +17,9 @@ each class nearest its centre):
   of the output's 0.5-99.5 percentile range inside the head;
 - `sharpness`: the output's mean in-plane gradient magnitude over the input's (both in those units);
 - `stripes`: slice-to-slice consistency in the orthogonal views: (through-plane / in-plane gradient) of the
-  output over the same ratio of the input; 1 is as consistent as the input, above 1 means stripes.
+  output over the same ratio of the input; 1 is as consistent as the input, above 1 means stripes;
+- `grid`: the amplitude of a 2-voxel periodic texture (checkerboard, grid) in the output, in those units
+  (`grid_texture`).
 Where a real reference exists (avg152), also `reference`: SSIM, PSNR and MAE against it (as below); and there the
 order the real reference itself shows in those masks replaces the literature order (in the blurred average the
 deep "CSF" class is mostly partial volume: the real avg152T2 ranks GM > WM > CSF there, avg152PD WM > GM > CSF).
@@ -70,6 +72,7 @@ DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-pd-pix2pix")
 BRAIN_DEPTH_MM = 15.0
 RENDER_TISSUES = ("csf", "gm", "wm", "soft")  # the k-means classes, dark to bright on a T1
 STRIPES_LIMIT = 1.3  # an output more than this much stripier than its input fails the check
+GRID_WINDOW = 8  # voxels over which grid_texture averages a fixed-phase 2-voxel pattern
 CONTRASTS = (("T1", "T2"), ("T1", "PD"), ("T2", "T1"))  # (source, target) weightings this script checks
 ORACLES = ("histogram_matching", "reference")  # entries that see the reference: reported, not a bar to clear
 
@@ -187,6 +190,29 @@ def gradients(volume: np.ndarray, mask: np.ndarray) -> Tuple[float, float]:
     return float(dz), float(np.hypot(gy, gx)[mask].mean())
 
 
+def grid_texture(volume: np.ndarray, mask: np.ndarray) -> float:
+    """How strong a 2-voxel periodic texture is (the grid that stride-2 transposed convolutions leave), in units
+    of `volume`: along one axis, or two at once (a checkerboard), a 9-tap filter of alternating sign with
+    half-weight ends (it passes the 2-voxel period with gain 1 and removes constants and linear ramps), then a
+    GRID_WINDOW box average over the other axes, where a grid keeps its phase and anatomy and noise do not; the
+    largest of these components' mean magnitude inside `mask`."""
+    taps = np.ones(9)
+    taps[[0, -1]] = 0.5
+    kernel = taps * (-1.0) ** np.arange(9) / taps.sum()
+    axes = [axis for axis in range(volume.ndim) if volume.shape[axis] >= 2 * len(kernel)]
+    components = [(a,) for a in axes] + [(a, b) for a in axes for b in axes if a < b]
+    strengths = []
+    for filtered_axes in components:
+        response = volume.astype(np.float64)
+        for axis in filtered_axes:
+            response = ndimage.convolve1d(response, kernel, axis=axis, mode="nearest")
+        for axis in range(volume.ndim):
+            if axis not in filtered_axes:
+                response = ndimage.uniform_filter1d(response, GRID_WINDOW, axis=axis, mode="nearest")
+        strengths.append(float(np.abs(response)[mask].mean()))
+    return max(strengths, default=0.0)
+
+
 def expected_order(target: str) -> Tuple[str, ...]:
     """CSF, GM and WM from brightest to darkest in the spin-echo `target` ("T2", "PD") with literature values."""
     properties = nominal_mr()
@@ -215,6 +241,7 @@ def reference_free(output: np.ndarray, t1: np.ndarray, head: np.ndarray, masks: 
         "order": bool(all(means[a] > means[b] for a, b in zip(expected, expected[1:]))),
         "sharpness": out_xy / max(in_xy, 1e-9),
         "stripes": (out_z / max(out_xy, 1e-9)) / max(in_z / max(in_xy, 1e-9), 1e-9),
+        "grid": grid_texture(out, head),
     }
 
 
@@ -282,7 +309,8 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
         shown = {"input": volume, **candidates, **({"reference": reference} if reference is not None else {})}
         pictures.append((name, scan.image.GetSpacing(), shown))
         print(f"{card.id} {name}: " + ", ".join(
-            f"{k} order {v['order']} ({v['csf_minus_gm']:+.2f}/{v['gm_minus_wm']:+.2f}) stripes {v['stripes']:.2f}"
+            f"{k} order {v['order']} ({v['csf_minus_gm']:+.2f}/{v['gm_minus_wm']:+.2f}) stripes {v['stripes']:.2f} "
+            f"grid {v['grid']:.4f}"
             + (f" SSIM {v['reference']['ssim']:.3f}" if isinstance(v.get("reference"), dict) else "")
             for k, v in results[name].items() if k != "scan"), flush=True)
     grid(pictures, f"{card.id} {card.version}", picture)

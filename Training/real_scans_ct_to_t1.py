@@ -7,7 +7,8 @@ smoothed over 1 mm into CSF, WM and GM (CSF < WM < GM in HU; each class's half n
 - `order`: the output's mean WM > GM > CSF, as on a T1 (margins in units of the output's 0.5-99.5 percentile
   range in the head);
 - `bone_dark`: the output's mean in bone below its mean in GM (cortical bone has no T1 signal);
-- `stripes`: as in Training/evaluate_real_scans.py (through-plane against in-plane gradient, over the input's).
+- `stripes`: as in Training/evaluate_real_scans.py (through-plane against in-plane gradient, over the input's);
+- `grid`: the amplitude of a 2-voxel periodic texture in the output, in those units (as there).
 Baselines on the same scan: identity (the CT) and a k-means render (the CT's classes given the literature
 spin-echo T1 signal of each tissue: evaluate_real_scans' render with the classes taken from the CT).
 
@@ -27,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 sys.path.insert(0, str(REPO / "Training" / "data"))
-from evaluate_real_scans import checks_main, BRAIN_DEPTH_MM, gradients, grid, kmeans_1d, unit  # noqa: E402
+from evaluate_real_scans import (checks_main, BRAIN_DEPTH_MM, gradients, grid, grid_texture,  # noqa: E402
+                                 kmeans_1d, unit)
 from fetch_real_scans import fetch as fetch_real  # noqa: E402
 
 from MedTranslateLib import translate_image  # noqa: E402
@@ -83,7 +85,8 @@ def contrast_checks(output: np.ndarray, ct: np.ndarray, head: np.ndarray,
     in_z, in_xy = gradients(unit(ct, head), head)
     return {"means": means, "wm_minus_gm": means["wm"] - means["gm"], "gm_minus_csf": means["gm"] - means["csf"],
             "order": bool(means["wm"] > means["gm"] > means["csf"]), "bone_dark": bool(means["bone"] < means["gm"]),
-            "stripes": (out_z / max(out_xy, 1e-9)) / max(in_z / max(in_xy, 1e-9), 1e-9)}
+            "stripes": (out_z / max(out_xy, 1e-9)) / max(in_z / max(in_xy, 1e-9), 1e-9),
+            "grid": grid_texture(out, head)}
 
 
 def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
@@ -101,7 +104,7 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
     model_checks = checks["model"]
     print(f"{card.id} head_ct: order {model_checks['order']} (WM-GM {model_checks['wm_minus_gm']:+.2f}, GM-CSF "
           f"{model_checks['gm_minus_csf']:+.2f}), bone dark {model_checks['bone_dark']}, "
-          f"stripes {model_checks['stripes']:.2f}", flush=True)
+          f"stripes {model_checks['stripes']:.2f}, grid {model_checks['grid']:.4f}", flush=True)
     grid([("head_ct", image.GetSpacing(), {"input": np.clip(ct, -200.0, 1600.0), **candidates})],
          f"{card.id} {card.version}", picture)
     spacing = [round(float(v), 3) for v in image.GetSpacing()]

@@ -9,7 +9,9 @@ The 1.0 PET models trained on warps of this PET template (`seen_in_training`: re
   4 mm (the head: the transmission image above HEAD_LEVEL, holes filled);
 - HU checks as for synthetic CT (real_scans_synthetic_ct.py): the median HU of the brain (the head 15 mm deep
   where the PET is above half its head maximum) in BRAIN_HU, air outside the head grown by 5 mm below AIR_HU,
-  the 95th percentile of the 15 mm shell under the head's surface above BONE_HU.
+  the 95th percentile of the 15 mm shell under the head's surface above BONE_HU;
+- `grid_hu`: the amplitude of a 2-voxel periodic texture in the output (evaluate_real_scans.grid_texture) where
+  the correlation is taken, in HU; reported.
 Baselines on the same data: the PET itself (identity; its correlation only) and contour attenuation correction,
 the standard without a CT: water inside the PET's outline (above 10 % of its maximum, smoothed) grown by 8 mm
 for skull and scalp, air outside.
@@ -30,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 sys.path.insert(0, str(REPO / "Training" / "data"))
-from evaluate_real_scans import checks_main, grid  # noqa: E402
+from evaluate_real_scans import checks_main, grid, grid_texture  # noqa: E402
 from fetch_spm_templates import fetch as fetch_spm  # noqa: E402
 
 from MedTranslateLib import translate_image  # noqa: E402
@@ -95,7 +97,8 @@ def checks(candidate: np.ndarray, transmission: np.ndarray, found: Dict[str, np.
     if hu:
         result.update({"brain_hu": float(np.median(candidate[found["brain"]])),
                        "air_hu": float(np.median(candidate[found["air"]])),
-                       "bone_hu": float(np.percentile(candidate[found["shell"]], 95))})
+                       "bone_hu": float(np.percentile(candidate[found["shell"]], 95)),
+                       "grid_hu": grid_texture(candidate, found["compared"])})
         result["passed"] = {"brain": BRAIN_HU[0] <= result["brain_hu"] <= BRAIN_HU[1],
                             "air": result["air_hu"] < AIR_HU, "bone": result["bone_hu"] > BONE_HU}
         result["all_passed"] = all(result["passed"].values())
@@ -128,7 +131,8 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
     print(f"{card.id} spm_average_pet: r {checked['correlation']:.3f} (PET "
           f"{found_here['identity']['correlation']:.3f}, contour "
           f"{found_here['contour']['correlation']:.3f}); brain {checked['brain_hu']:.0f} HU, "
-          f"air {checked['air_hu']:.0f}, bone p95 {checked['bone_hu']:.0f}", flush=True)
+          f"air {checked['air_hu']:.0f}, bone p95 {checked['bone_hu']:.0f}, grid {checked['grid_hu']:.1f} HU",
+          flush=True)
 
     def window(hu: np.ndarray) -> np.ndarray:  # -1000..1000 HU as 0..1: air black, water grey, bone white
         return (hu + 1000.0) / 2000.0
