@@ -97,17 +97,19 @@ def _unit(values: np.ndarray) -> np.ndarray:
 REAL_SCAN_CHECKS = {
     "mr contrast": (evaluate_real_scans, "reference-free, in CSF/GM/WM masks from a k-means of a T1 15 mm "
                     "inside its head: the output's tissue order as the target's literature signals rank, sharpness "
-                    "and stripes (through-plane consistency) against the input; on SPM's avg152 (ICBM152 averages "
+                    "and stripes (through-plane consistency) against the input, grid texture (2-voxel period); on SPM's avg152 (ICBM152 averages "
                     "of real T1, T2 and PD scans on one grid) also SSIM, PSNR and MAE against the real target "
                     "contrast; Training/evaluate_real_scans.py"),
     "synthetic ct": (real_scans_synthetic_ct, "reference-free HU: median in the input's GM/WM masks 10-70 HU, air "
                      "outside the head below -700 HU, the skull's 95th percentile above 400 HU where the input "
                      "has one; Training/real_scans_synthetic_ct.py"),
     "ct to t1": (real_scans_ct_to_t1, "reference-free, on a real head CT: WM > GM > CSF and bone darker than GM in "
-                 "masks from the CT; Training/real_scans_ct_to_t1.py"),
+                 "masks from the CT; stripes and grid texture (2-voxel period) reported; "
+                 "Training/real_scans_ct_to_t1.py"),
     "pet to ct": (real_scans_pet_to_ct, "on SPM's average of real PET scans: the output's attenuation at 511 keV "
                   "against SPM's average transmission image (Pearson r, smoothed to 8 mm), beside the PET itself "
-                  "and contour attenuation correction; brain, air and skull HU; Training/real_scans_pet_to_ct.py"),
+                  "and contour attenuation correction; brain, air and skull HU; grid texture (2-voxel period) in HU "
+                  "reported; Training/real_scans_pet_to_ct.py"),
     "motion": (real_scans_motion, "real scans moved in k-space (one motion history for all axial slices), scored "
                "against the clean scan: SSIM, PSNR, MAE; Training/real_scans_motion.py"),
 }
