@@ -167,7 +167,7 @@ def test_ct_to_t1_checks_find_the_tissues_of_a_ct_and_the_order_of_a_t1(phantom)
 
     t1, _, labels = phantom
     ct = phantom_ct(labels)
-    head, masks = ct_masks(ct, (1.0, 1.0, 1.0))
+    head, masks = ct_masks(ct, (2.0, 2.0, 2.0))  # a head of 82 mm radius: grey matter lies 10 mm off the bone
     for name in ("csf", "wm", "gm", "bone"):
         assert masks[name].sum() > 100 and (labels[masks[name]] == name).mean() > 0.9, name
     assert contrast_checks(t1, ct, head, masks)["order"] and contrast_checks(t1, ct, head, masks)["bone_dark"]

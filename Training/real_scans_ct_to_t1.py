@@ -2,8 +2,11 @@
 
 The scan: `head_ct`, a real clinical head CT (Debian invesalius-examples, GPL-2; Training/data/fetch_real_scans.py).
 Masks come from the CT itself: the head (above -500 HU, holes filled slice by slice, largest component); bone
-(above 600 HU); inside the brain, deeper than 15 mm in the head and between 0 and 80 HU, a k-means of the CT
-smoothed over 1 mm into CSF, WM and GM (CSF < WM < GM in HU; each class's half nearest its centre).
+(above 600 HU); inside the brain, deeper than 15 mm in the head, farther than BONE_MARGIN_MM from bone and
+between 0 and 80 HU, a k-means of the CT smoothed over 1 mm into CSF, WM and GM (CSF < WM < GM in HU; each
+class's half nearest its centre). Without the bone margin the brightest class was mostly the skull base (beam
+hardening and partial volume with bone: 83 % of it in the lowest third of the scan, 44 HU on average), not
+cortex; with it the classes average 8 / 22 / 31 HU, the GM class spread through the brain (33 % in that third).
 - `order`: the output's mean WM > GM > CSF, as on a T1 (margins in units of the output's 0.5-99.5 percentile
   range in the head);
 - `bone_dark`: the output's mean in bone below its mean in GM (cortical bone has no T1 signal);
@@ -39,6 +42,7 @@ from MedTranslateLib.simulate.tissues import TISSUES  # noqa: E402
 from MedTranslateLib.volume import read_volume  # noqa: E402
 
 BONE_HU = 600.0
+BONE_MARGIN_MM = 10.0  # brain voxels this close to bone are left out of the CSF / WM / GM classes
 BRAIN_RANGE_HU = (0.0, 80.0)
 CLASSES = ("csf", "wm", "gm")  # dark to bright on CT
 
@@ -49,13 +53,15 @@ def ct_masks(ct: np.ndarray, spacing_zyx: Tuple[float, ...]) -> Tuple[np.ndarray
     for index in range(head.shape[0]):
         head[index] = ndimage.binary_fill_holes(head[index])
     head = largest_component(head)
+    bone = head & (ct > BONE_HU)
     deep = ndimage.distance_transform_edt(head, sampling=spacing_zyx) > BRAIN_DEPTH_MM
+    off_bone = ndimage.distance_transform_edt(~bone, sampling=spacing_zyx) > BONE_MARGIN_MM
     smooth = ndimage.gaussian_filter(ct, [1.0 / s for s in spacing_zyx])
-    brain = deep & (smooth > BRAIN_RANGE_HU[0]) & (smooth < BRAIN_RANGE_HU[1])
+    brain = deep & off_bone & (smooth > BRAIN_RANGE_HU[0]) & (smooth < BRAIN_RANGE_HU[1])
     centres = kmeans_1d(smooth[brain], len(CLASSES))
     distance = np.abs(smooth[..., None] - centres)
     label = distance.argmin(axis=-1)
-    masks = {"bone": head & (ct > BONE_HU)}
+    masks = {"bone": bone}
     for index, name in enumerate(CLASSES):
         member = brain & (label == index)
         masks[name] = member & (distance[..., index] <= np.median(distance[..., index][member]))
