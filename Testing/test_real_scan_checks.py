@@ -50,6 +50,55 @@ def test_tissue_masks_find_csf_gm_wm_deep_in_the_head(phantom):
     assert not (masks["csf"] & (labels == "bone")).any()  # the skull is too shallow to be mistaken for CSF
 
 
+def test_tissue_masks_leave_out_the_lower_head_and_a_bias_field(phantom):
+    """Only the top BRAIN_TOP_SHARE of the head, along the patient's superior axis whichever way the array runs;
+    a strong bias field does not move the classes (N4)."""
+    import SimpleITK as sitk
+    from evaluate_real_scans import BRAIN_TOP_SHARE, superior_axis
+
+    t1, _, labels = phantom
+    image = sitk.GetImageFromArray(t1)
+    assert superior_axis(image) == (0, 1)
+    image.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, -1))  # slices stored from the top down
+    assert superior_axis(image) == (0, -1)
+    image.SetDirection((0, 0, 1, 1, 0, 0, 0, 1, 0))  # index x runs along y, y along z: superior is array axis 1
+    assert superior_axis(image) == (1, 1)
+    z = np.indices(t1.shape)[0]
+    bottom, top = 47.5 - 41, 47.5 + 41
+    for superior in ((0, 1), (0, -1)):
+        _, masks = tissue_masks(t1, (1.0, 1.0, 1.0), superior)
+        height = (z - bottom) / (top - bottom) if superior[1] > 0 else (top - z) / (top - bottom)
+        for name, mask in masks.items():
+            assert mask.sum() > 100 and height[mask].min() >= 1 - BRAIN_TOP_SHARE - 0.02, name
+    biased = t1 * np.linspace(0.6, 1.4, t1.shape[2])[None, None, :].astype(np.float32)
+    _, masks = tissue_masks(biased, (1.0, 1.0, 1.0))
+    for name, mask in masks.items():
+        assert mask.sum() > 100 and (labels[mask] == name).mean() > 0.9, name
+
+
+def test_without_grey_white_contrast_only_csf_is_ranked(phantom):
+    """A T1 whose grey and white matter are alike, with a few bright vessels (a post-contrast scan): the T2 check
+    ranks CSF against the brain, the PD one (CSF between GM and WM) is not checked, and neither fails."""
+    from evaluate_real_scans import expected_order
+
+    t1, t2, labels = phantom
+    flat = t1.copy()
+    flat[labels == "wm"] = flat[labels == "gm"].mean()
+    vessels = np.zeros(t1.shape, bool)
+    vessels[38:62:3, 32:66:2, 32:64] = True  # about 8 % of the deep voxels, as vessels and dura in brain1
+    vessels &= labels == "wm"
+    flat[vessels] = 1.5 * flat.max()
+    head, masks = tissue_masks(flat, (1.0, 1.0, 1.0))
+    t2_checks = reference_free(t2, flat, head, masks)
+    assert not t2_checks["gm_wm_separable"] and t2_checks["order"] is True
+    assert reference_free(flat, flat, head, masks)["order"] is False  # CSF darkest: wrong for a T2
+    assert reference_free(t2, flat, head, masks, expected_order("PD"))["order"] is None
+    assert real_scan_failures({"a": {"scan": {"thick_slices": False},
+                                     "model": reference_free(t2, flat, head, masks, expected_order("PD"))}}) == []
+    _, separable = tissue_masks(t1, (1.0, 1.0, 1.0))
+    assert reference_free(t2, t1, head, separable)["gm_wm_separable"]
+
+
 def test_order_sharpness_and_stripes_tell_a_t2_from_its_failures(phantom):
     t1, t2, _ = phantom
     head, masks = tissue_masks(t1, (1.0, 1.0, 1.0))

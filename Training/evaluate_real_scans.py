@@ -10,11 +10,14 @@ Real scans (no real multi-contrast single-subject MR can be installed here):
   grid: the one real reference of a T2 or PD there is (population averages, not single subjects);
 - `avg152_t2`: avg152T2, the input of a T2 -> T1 model (the CycleGAN's inverse), with avg152T1 as its reference.
 Reference-free checks on each, in tissue masks derived from a T1 (the input, or avg152T1 for avg152T2: k-means
-of the T1 into CSF, GM and WM inside the head mask eroded by 15 mm, so scalp and skull stay out; the half of
-each class nearest its centre):
+of the T1, bias-corrected by N4, into CSF, GM and WM, inside the head mask eroded by 15 mm, so scalp and skull
+stay out, and in the top 60 % of the head's height: below lie the skull base, sinuses and face, whose bone, air
+and muscle the k-means took for CSF and grey matter; the half of each class nearest its centre):
 - `order`: the output's mean CSF, GM and WM rank as the target contrast's literature signals do (T2: CSF > GM >
   WM; PD at TR 3000 / TE 15 ms: GM > CSF > WM; T1: WM > GM > CSF), and the margins CSF - GM and GM - WM, in units
-  of the output's 0.5-99.5 percentile range inside the head;
+  of the output's 0.5-99.5 percentile range inside the head. Where the T1 does not separate grey from white
+  matter (`gm_wm_separable`: in the post-contrast brain1 and brain2 the brightest class is enhancing vessels and
+  dura), CSF against grey and white matter together; for PD, where CSF lies between them, not checked (None);
 - `sharpness`: the output's mean in-plane gradient magnitude over the input's (both in those units);
 - `stripes`: slice-to-slice consistency in the orthogonal views: (through-plane / in-plane gradient) of the
   output over the same ratio of the input; 1 is as consistent as the input, above 1 means stripes;
@@ -71,6 +74,9 @@ NATIVE_TEST = REPO / "Training" / "data" / "native" / "test"
 DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-pd-pix2pix")
 BRAIN_DEPTH_MM = 15.0
 RENDER_TISSUES = ("csf", "gm", "wm", "soft")  # the k-means classes, dark to bright on a T1
+BRAIN_TOP_SHARE = 0.6  # tissue classes are taken in this top share of the head's height
+BRIGHT_PERCENTILE = 98.0  # k-means centres are fitted below this percentile of the deep voxels
+SEPARABLE_SHARE = 0.15  # a WM class smaller than this share of the classified voxels: GM and WM not separable
 STRIPES_LIMIT = 1.3  # an output more than this much stripier than its input fails the check
 GRID_WINDOW = 8  # voxels over which grid_texture averages a fixed-phase 2-voxel pattern
 CONTRASTS = (("T1", "T2"), ("T1", "PD"), ("T2", "T1"))  # (source, target) weightings this script checks
@@ -141,14 +147,52 @@ def head_outline(volume: np.ndarray) -> np.ndarray:
     return largest_component(mask)
 
 
-def tissue_masks(t1: np.ndarray, spacing_zyx: Tuple[float, ...]) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
-    """The head outline and CSF / GM / WM masks of a T1 (Z, Y, X): k-means of the voxels deeper than
-    BRAIN_DEPTH_MM inside the head, each class's half nearest its centre."""
+def superior_axis(image: sitk.Image) -> Tuple[int, int]:
+    """(axis of the image's (Z, Y, X) array closest to the patient's superior direction, +1 if the index grows
+    towards superior else -1); LPS: superior is +z."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    axis_xyz = int(np.argmax(np.abs(direction[2])))
+    return 2 - axis_xyz, int(np.sign(direction[2, axis_xyz]))
+
+
+def upper_part(head: np.ndarray, superior: Tuple[int, int], share: float) -> np.ndarray:
+    """Boolean mask of the top `share` of the head's extent along `superior` ((axis, sign) of superior_axis)."""
+    axis, sign = superior
+    occupied = np.nonzero(head.any(axis=tuple(a for a in range(head.ndim) if a != axis)))[0]
+    low, high = occupied.min(), occupied.max()
+    height = (np.arange(head.shape[axis]) - low) / max(high - low, 1)  # 0 at the lowest index, 1 at the highest
+    height = height if sign > 0 else 1.0 - height
+    shape = [1] * head.ndim
+    shape[axis] = -1
+    return np.broadcast_to((height >= 1.0 - share).reshape(shape), head.shape)
+
+
+def bias_corrected(volume: np.ndarray, mask: np.ndarray, spacing_zyx: Tuple[float, ...]) -> np.ndarray:
+    """`volume` (Z, Y, X) divided by the smooth bias field N4 (SimpleITK) fits inside `mask`, on a grid of
+    about 2 mm."""
+    image = sitk.GetImageFromArray(np.maximum(volume, 0.0).astype(np.float32))
+    image.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
+    where = sitk.GetImageFromArray(mask.astype(np.uint8))
+    where.CopyInformation(image)
+    shrink = [max(1, int(round(2.0 / s))) for s in image.GetSpacing()]
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations([30, 30, 30])
+    corrector.Execute(sitk.Shrink(image, shrink), sitk.Shrink(where, shrink))
+    return volume / np.exp(sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(image)).astype(np.float64))
+
+
+def tissue_masks(t1: np.ndarray, spacing_zyx: Tuple[float, ...],
+                 superior: Tuple[int, int] = (0, 1)) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """The head outline and CSF / GM / WM masks of a T1 (Z, Y, X): k-means of its bias-corrected voxels deeper
+    than BRAIN_DEPTH_MM inside the head and in the top BRAIN_TOP_SHARE of the head along `superior` (below lie
+    the skull base, sinuses and face, whose bone, air and muscle a k-means takes for CSF and grey matter), centres
+    fitted below the BRIGHT_PERCENTILE (enhancing vessels); each class's half nearest its centre."""
     head = head_outline(t1)
     depth = ndimage.distance_transform_edt(head, sampling=spacing_zyx)
-    inner = depth > BRAIN_DEPTH_MM
+    inner = (depth > BRAIN_DEPTH_MM) & upper_part(head, superior, BRAIN_TOP_SHARE)
+    t1 = bias_corrected(t1, head, spacing_zyx)
     values = t1[inner]
-    centres = kmeans_1d(values, 3)
+    centres = kmeans_1d(values[values <= np.percentile(values, BRIGHT_PERCENTILE)], 3)
     distance = np.abs(t1[..., None] - centres)
     label = distance.argmin(axis=-1)
     masks = {}
@@ -227,18 +271,44 @@ def tissue_means(volume: np.ndarray, masks: Dict[str, np.ndarray]) -> Dict[str, 
     return {name: float(volume[mask].mean()) if mask.any() else float("nan") for name, mask in masks.items()}
 
 
+def gm_wm_separable(masks: Dict[str, np.ndarray]) -> bool:
+    """Whether the k-means found grey and white matter: its brightest class holds at least SEPARABLE_SHARE of the
+    classified voxels. In the post-contrast T1s brain1 and brain2 it holds 7 %: enhancing vessels and dura, while
+    grey and white matter share one class."""
+    total = sum(int(mask.sum()) for mask in masks.values())
+    return bool(masks["wm"].sum() >= SEPARABLE_SHARE * max(total, 1))
+
+
+def tissue_order(volume: np.ndarray, masks: Dict[str, np.ndarray], expected: Tuple[str, ...],
+                 separable: bool) -> Optional[bool]:
+    """Whether the means of `volume` in the masks rank as `expected` (brightest first). Where GM and WM are not
+    separable, CSF against GM and WM together, if CSF is brightest or darkest in `expected`; else None (not
+    checkable there)."""
+    means = tissue_means(volume, masks)
+    if separable:
+        return bool(all(means[a] > means[b] for a, b in zip(expected, expected[1:])))
+    csf, brain = means["csf"], float(volume[masks["gm"] | masks["wm"]].mean())
+    if expected[0] == "csf":
+        return bool(csf > brain)
+    if expected[-1] == "csf":
+        return bool(csf < brain)
+    return None
+
+
 def reference_free(output: np.ndarray, t1: np.ndarray, head: np.ndarray, masks: Dict[str, np.ndarray],
                    expected: Tuple[str, ...] = ("csf", "gm", "wm")) -> Dict[str, Any]:
     """The checks of the module docstring; `expected`: the tissues from brightest to darkest in the target."""
     out, inp = unit(output, head), unit(t1, head)
     means = tissue_means(out, masks)
+    separable = gm_wm_separable(masks)
     out_z, out_xy = gradients(out, head)
     in_z, in_xy = gradients(inp, head)
     return {
         "means": means,
         "csf_minus_gm": means["csf"] - means["gm"], "gm_minus_wm": means["gm"] - means["wm"],
         "expected_order": " > ".join(expected),
-        "order": bool(all(means[a] > means[b] for a, b in zip(expected, expected[1:]))),
+        "gm_wm_separable": separable,
+        "order": tissue_order(out, masks, expected, separable),
         "sharpness": out_xy / max(in_xy, 1e-9),
         "stripes": (out_z / max(out_xy, 1e-9)) / max(in_z / max(in_xy, 1e-9), 1e-9),
         "grid": grid_texture(out, head),
@@ -289,7 +359,7 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
         volume = sitk.GetArrayFromImage(scan.image).astype(np.float64)
         t1 = sitk.GetArrayFromImage(scan.t1).astype(np.float64)
         output = sitk.GetArrayFromImage(translate_image(scan.image, model, device="cpu")).astype(np.float64)
-        head, masks = tissue_masks(t1, tuple(scan.image.GetSpacing())[::-1])
+        head, masks = tissue_masks(t1, tuple(scan.image.GetSpacing())[::-1], superior_axis(scan.t1))
         candidates = {"model": output, **baselines(volume, head, target, source)}
         reference = scan.references.get(target)
         spacing = [round(float(v), 3) for v in scan.image.GetSpacing()]
@@ -324,7 +394,7 @@ def real_scan_failures(results: Dict[str, Dict[str, Any]]) -> List[str]:
     better than a baseline's (oracles aside)."""
     failures = []
     for scan, checks in results.items():
-        if not checks["model"]["order"]:
+        if checks["model"]["order"] is False:
             failures.append(f"tissue order on {scan}")
         if checks["model"]["stripes"] > STRIPES_LIMIT and not checks["scan"]["thick_slices"]:
             failures.append(f"stripes on {scan}")

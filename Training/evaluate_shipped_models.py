@@ -457,9 +457,13 @@ def real_scan_summary(metrics: Dict[str, Any]) -> str:
         return "—"
     kind = real.get("kind", "mr contrast")
     if kind == "mr contrast":
-        right = sum(checks["model"]["order"] for checks in scans.values())
+        orders = [checks["model"]["order"] for checks in scans.values()]
+        checked = [order for order in orders if order is not None]
         worst = max(checks["model"]["stripes"] for checks in scans.values() if not checks["scan"]["thick_slices"])
-        summary = f"tissue order {right}/{len(scans)}, stripes ≤ {worst:.2f} (thin-slice scans)"
+        summary = f"tissue order {sum(checked)}/{len(checked)}"
+        if len(checked) < len(orders):
+            summary += f" ({len(orders) - len(checked)} scans without separable GM and WM: not checkable)"
+        summary += f", stripes ≤ {worst:.2f} (thin-slice scans)"
         for scan, checks in scans.items():
             if "reference" in checks["model"]:
                 best = max((v["reference"]["ssim"], k[len("baseline_"):]) for k, v in checks.items()

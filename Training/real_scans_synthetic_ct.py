@@ -25,7 +25,8 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
-from evaluate_real_scans import checks_main, RENDER_TISSUES, grid, kmeans_1d, real_scans, tissue_masks  # noqa: E402
+from evaluate_real_scans import (checks_main, RENDER_TISSUES, grid, kmeans_1d, real_scans,  # noqa: E402
+                                 superior_axis, tissue_masks)
 
 from MedTranslateLib import translate_image  # noqa: E402
 from MedTranslateLib.simulate import nominal_ct_hu  # noqa: E402
@@ -78,7 +79,7 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
         t1 = sitk.GetArrayFromImage(image).astype(np.float64)
         output = sitk.GetArrayFromImage(translate_image(image, model, device="cpu")).astype(np.float64)
         spacing_zyx = tuple(image.GetSpacing())[::-1]
-        head, masks = tissue_masks(t1, spacing_zyx)
+        head, masks = tissue_masks(t1, spacing_zyx, superior_axis(image))
         candidates = {"model": output, **baselines(t1, head)}
         skull = name not in SKULL_FREE
         results[name] = {"scan": {"spacing_mm": [round(float(v), 3) for v in image.GetSpacing()], "skull": skull},
