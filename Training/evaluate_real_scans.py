@@ -25,7 +25,7 @@ and muscle the k-means took for CSF and grey matter; the half of each class near
   (`grid_texture`).
 Where a real reference exists (avg152), also `reference`: SSIM, PSNR and MAE against it (as below); and there the
 order the real reference itself shows in those masks replaces the literature order (in the blurred average the
-deep "CSF" class is mostly partial volume: the real avg152T2 ranks GM > WM > CSF there, avg152PD WM > GM > CSF).
+deep "CSF" class is mostly partial volume: the real avg152T2 and avg152PD both rank GM > WM > CSF there).
 The reference's own reference-free checks are reported beside the model's.
 Held-out simulated subjects (Training/data/native/test, seeds never trained on) have references: SSIM, PSNR
 and MAE in the reference's filled head mask, each image scaled by its own 0.5/99.5 percentiles, as the

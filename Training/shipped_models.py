@@ -38,10 +38,9 @@ class ShippedModel:
 
 
 CYCLEGAN_CAVEAT = ("Trained unpaired, on simulated 1 mm subjects only. The T2 contrast is right on the held-out "
-                   "subjects and on the real Colin27 head with and without skull; on the contrast-enhanced "
-                   "thick-slice brain1 CSF comes out below grey matter. On SPM's blurred avg152 it ranks CSF > GM "
-                   "> WM where the real avg152T2 ranks GM > WM > CSF (partial volume in those masks), and against "
-                   "that real avg152T2 it scores SSIM 0.156, no better than the T1 itself (0.155; "
+                   "subjects and on the real Colin27 head with and without skull (tissue order on each real scan: "
+                   "metrics.real_scans). Against SPM's real avg152T2 it scores SSIM 0.156, no better than the T1 "
+                   "itself (0.155; "
                    "mr-t1-to-t2-pix2pix 2.2: 0.601). Scalp and skull do not look like a T2's (a bright or doubled "
                    "rim), and thick-slice inputs give stripes in the through-plane views. Where a paired model "
                    "will do, mr-t1-to-t2-pix2pix is the better T1 -> T2.")
@@ -57,10 +56,11 @@ MOTION_CAVEAT = ("Removes part of the ghosting of simulated rigid motion; severe
                  "metrics.by_group).")
 
 CT_TO_T1_CAVEAT = ("On the one real head CT held for evaluation (0.96 x 0.96 x 1.5 mm) CSF, bone, scalp and the "
-                   "ventricles come out as on a T1, but grey and white matter come out at about the same intensity "
-                   "(white matter 0.06 of the range darker than grey in masks taken from the CT): the CT shows them "
-                   "5-10 HU apart, too little for this model to recover a T1's contrast. Its transposed 2x2 "
-                   "convolutions leave a faint 2-pixel grid texture at full resolution.")
+                   "ventricles come out as on a T1, and white matter only a little brighter than grey matter (0.02 "
+                   "of the range, in masks taken from the CT 10 mm away from bone): the CT shows them 5-10 HU apart. "
+                   "Each of the three passes (axial, coronal, sagittal) treats its slices independently; on that "
+                   "noisy CT their disagreement shows as fine streaks along the slice directions at full "
+                   "resolution (the axial pass alone has none in-plane but stripes in the other views).")
 
 PET_TO_CT_CAVEAT = ("Trained on simulated PET only. On SPM's average of real PET scans, never trained on, its "
                     "attenuation correlates with the real transmission image at r 0.65 (the PET itself 0.62, contour "
