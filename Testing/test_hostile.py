@@ -306,12 +306,15 @@ def big_input(folder: Path) -> Path:
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_while_writing_leaves_nothing_behind(tmp_path, tiny_model, signum, status):
-    """The signal arrives once the hidden staging folder exists, that is, while the output is being written."""
+    """The signal arrives once the hidden staging folder exists, that is, while the output is being written.
+    The command gets SIGINT's default disposition, as a foreground command has: a test run started in the
+    background of a non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
     source = big_input(tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "MedTranslateLib.cli", "translate", str(source),
                                 str(tmp_path / "out.nii.gz"), "--model", str(tiny_model)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=Path(__file__).parents[1])
+                               cwd=Path(__file__).parents[1],
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".out.nii.gz") for p in tmp_path.iterdir()):
         assert process.poll() is None and time.monotonic() < deadline, "the write never started"
