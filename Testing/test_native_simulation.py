@@ -120,3 +120,17 @@ def test_motion_pairs_share_their_noise_and_still_scans_stay_as_they_are():
     coarse = [(b, d) for b, d in blurred if d]
     assert coarse and all(1.0 <= d["resolution_fwhm_mm"] <= 2.5 and np.abs(np.diff(b, axis=2)).max() < 0.9
                           for b, d in coarse)  # softer edges
+
+
+def test_a_scan_acquired_on_a_coarser_grid_comes_back_on_the_fine_grid():
+    """upsampled(block_mean(v, 2)) keeps v's shape and its 2 mm block means; constants and ramps come back."""
+    from prepare_native_data import block_mean, upsampled
+
+    ramp = np.broadcast_to(np.arange(21, dtype=np.float32), (9, 14, 21)).copy()
+    coarse = block_mean(ramp, 2)
+    assert coarse.shape == (4, 7, 10)
+    fine = upsampled(coarse, 2, ramp.shape)
+    assert fine.shape == ramp.shape and fine.dtype == np.float32
+    np.testing.assert_allclose(fine[:, :, 1:19], ramp[:, :, 1:19], atol=1e-4)  # linear: a ramp is kept inside
+    np.testing.assert_allclose(block_mean(fine, 2), coarse, atol=0.3)
+    np.testing.assert_array_equal(upsampled(np.full((3, 4, 5), 7.0, np.float32), 2, (7, 9, 11)), 7.0)

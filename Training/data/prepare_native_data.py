@@ -26,7 +26,9 @@ random stream so that the volumes above stay as they were:
   per-tissue intensities, or the real 2009a brain set in the simulated head), gamma, bias field and (50 %) a
   coarser resolution (scan_resolution), shared by target and input; the input moved in k-space
   (MedTranslateLib.simulate.motion: 2-6 moves of up to 6 degrees and 6 mm, slices along a random axis, each slice
-  its own moves or one history for all), or not at all (MOTION_STILL); one Rician noise draw of up to 3 % on both
+  its own moves or one history for all), or not at all (MOTION_STILL); half of the coarser-resolution pairs are
+  acquired and moved on a 2 mm grid (block means) and brought back to 1 mm by linear interpolation, input and
+  target alike (ACQUIRED_COARSE); one Rician noise draw of up to 3 % on both
   (simulate.shared_rician_noise), so the target is the same scan without the motion, noise and all, as a real
   still scan is.
 
@@ -62,6 +64,7 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 import numpy as np
+from scipy import ndimage
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,6 +91,8 @@ PET_SCATTER = (0.0, 0.08)  # residual scatter's peak and the randoms' level, rel
 PET_RANDOMS = (0.0, 0.03)  # real PET shows 2-4 % of its maximum in the air around the head, the simulation had 0
 MOTION = {"max_rotation_deg": 6.0, "max_shift_voxels": 6.0}  # 1 mm voxels: up to 6 mm between moves
 MOTION_STILL = 0.15  # the share of motion pairs whose input did not move: a still scan must come back as it is
+ACQUIRED_COARSE = 0.5  # of the motion pairs at a coarser resolution, the share acquired (and moved) on a grid
+ACQUISITION_FACTOR = 2  # that many times coarser (2 mm), as the 2 mm and thick-slice real scans are acquired
 TEST_SEED_OFFSET = 10_000
 AIR = simulate.TISSUES.index("air")
 BONE = simulate.TISSUES.index("bone")
@@ -153,15 +158,16 @@ def ct_hu(tissues: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Di
     return ct.astype(np.float32), hu
 
 
-def move_head(image: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """`image` (Z, Y, X) acquired as slices along a random axis with rigid motion in k-space: each slice its own
-    2-6 moves, or (50 %) one history for all slices (interleaved multi-slice)."""
+def move_head(image: np.ndarray, rng: np.random.Generator, voxel_mm: float = 1.0) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """`image` (Z, Y, X, voxels of `voxel_mm`) acquired as slices along a random axis with rigid motion in
+    k-space: each slice its own 2-6 moves, or (50 %) one history for all slices (interleaved multi-slice)."""
+    motion = {**MOTION, "max_shift_voxels": MOTION["max_shift_voxels"] / voxel_mm}
     axis = int(rng.integers(0, 3))
     slices = np.moveaxis(image, axis, 0)
     if rng.random() < 0.5:
-        moved, kind = simulate.slicewise_motion(slices, rng, (2, 6), **MOTION), "each slice"
+        moved, kind = simulate.slicewise_motion(slices, rng, (2, 6), **motion), "each slice"
     else:
-        events = simulate.random_motion(rng, int(rng.integers(2, 7)), **MOTION)
+        events = simulate.random_motion(rng, int(rng.integers(2, 7)), **motion)
         moved, kind = simulate.kspace_motion(slices, events, phase_axis=int(rng.integers(0, 2))), "one history"
     return np.moveaxis(moved, 0, axis), {"slice_axis": axis, "motion": kind}
 
@@ -191,10 +197,15 @@ def head_volumes(deformed: np.ndarray, brain: np.ndarray, real_t1: np.ndarray, k
     clean = simulate.gamma(np.clip(clean, 0.0, None), draws["motion_gamma"]) * keep
     clean = clean * simulate.bias_field(clean.shape, rng, draws["motion_bias"])
     clean, resolution = scan_resolution(clean, rng)
+    factor = ACQUISITION_FACTOR if resolution and rng.random() < ACQUIRED_COARSE else 1
+    acquired = block_mean(clean, factor) if factor > 1 else clean
     if rng.random() < MOTION_STILL:
-        moved, motion = clean, {"motion": "none"}
+        moved, motion = acquired, {"motion": "none"}
     else:
-        moved, motion = move_head(clean, rng)
+        moved, motion = move_head(acquired, rng, float(factor))
+    if factor > 1:  # a scan acquired (and moved) on a coarser grid, seen on the 1 mm grid as the engine resamples it
+        clean, moved = (upsampled(volume, factor, clean.shape) for volume in (acquired, moved))
+        motion["acquisition_mm"] = float(factor)
     sigma = draws["motion_noise"] * float(np.percentile(clean, 99.5))
     volumes["t1_motion_target"], volumes["t1_motion"] = simulate.shared_rician_noise([clean, moved], sigma, rng)
     return volumes, {**draws, **resolution, **motion}
@@ -212,6 +223,13 @@ def scan_resolution(image: np.ndarray, rng: np.random.Generator) -> Tuple[np.nda
         widths[axis] = float(rng.uniform(2.0, 6.0))
         draws.update(resolution_thick_axis=axis, resolution_thick_fwhm_mm=widths[axis])
     return simulate.blur_resolution(image, widths), draws
+
+
+def upsampled(volume: np.ndarray, factor: int, shape: Tuple[int, ...]) -> np.ndarray:
+    """(Z, Y, X) on a grid `factor` times coarser -> `shape` (the block_mean input's): linear interpolation onto the
+    fine grid, the edges block_mean cut repeated from their neighbours."""
+    fine = ndimage.zoom(volume, factor, order=1, grid_mode=True, mode="nearest").astype(np.float32)
+    return np.pad(fine, [(0, full - size) for full, size in zip(shape, fine.shape)], mode="edge")
 
 
 def block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
