@@ -279,20 +279,24 @@ def gm_wm_separable(masks: Dict[str, np.ndarray]) -> bool:
     return bool(masks["wm"].sum() >= SEPARABLE_SHARE * max(total, 1))
 
 
-def tissue_order(volume: np.ndarray, masks: Dict[str, np.ndarray], expected: Tuple[str, ...],
-                 separable: bool) -> Optional[bool]:
-    """Whether the means of `volume` in the masks rank as `expected` (brightest first). Where GM and WM are not
-    separable, CSF against GM and WM together, if CSF is brightest or darkest in `expected`; else None (not
-    checkable there)."""
-    means = tissue_means(volume, masks)
-    if separable:
+def tissue_order(means: Dict[str, float], expected: Tuple[str, ...], brain: Optional[float]) -> Optional[bool]:
+    """Whether the tissue `means` rank as `expected` (brightest first). `brain`: the mean over GM and WM together
+    where they are not separable (else None); then CSF is ranked against it, if CSF is brightest or darkest in
+    `expected`, and otherwise the order is not checkable (None)."""
+    if brain is None:
         return bool(all(means[a] > means[b] for a, b in zip(expected, expected[1:])))
-    csf, brain = means["csf"], float(volume[masks["gm"] | masks["wm"]].mean())
     if expected[0] == "csf":
-        return bool(csf > brain)
+        return bool(means["csf"] > brain)
     if expected[-1] == "csf":
-        return bool(csf < brain)
+        return bool(means["csf"] < brain)
     return None
+
+
+def stripes_index(output_gradients: Tuple[float, float], source_gradients: Tuple[float, float]) -> float:
+    """(through-plane / in-plane gradient) of the output over the same ratio of the source, each a `gradients`
+    pair: 1 is as consistent from slice to slice as the source, above 1 means stripes."""
+    (out_z, out_xy), (in_z, in_xy) = output_gradients, source_gradients
+    return (out_z / max(out_xy, 1e-9)) / max(in_z / max(in_xy, 1e-9), 1e-9)
 
 
 def reference_free(output: np.ndarray, t1: np.ndarray, head: np.ndarray, masks: Dict[str, np.ndarray],
@@ -301,16 +305,16 @@ def reference_free(output: np.ndarray, t1: np.ndarray, head: np.ndarray, masks: 
     out, inp = unit(output, head), unit(t1, head)
     means = tissue_means(out, masks)
     separable = gm_wm_separable(masks)
-    out_z, out_xy = gradients(out, head)
-    in_z, in_xy = gradients(inp, head)
+    brain = None if separable else float(out[masks["gm"] | masks["wm"]].mean())
+    out_gradients, in_gradients = gradients(out, head), gradients(inp, head)
     return {
         "means": means,
         "csf_minus_gm": means["csf"] - means["gm"], "gm_minus_wm": means["gm"] - means["wm"],
         "expected_order": " > ".join(expected),
         "gm_wm_separable": separable,
-        "order": tissue_order(out, masks, expected, separable),
-        "sharpness": out_xy / max(in_xy, 1e-9),
-        "stripes": (out_z / max(out_xy, 1e-9)) / max(in_z / max(in_xy, 1e-9), 1e-9),
+        "order": tissue_order(means, expected, brain),
+        "sharpness": out_gradients[1] / max(in_gradients[1], 1e-9),
+        "stripes": stripes_index(out_gradients, in_gradients),
         "grid": grid_texture(out, head),
     }
 

@@ -95,9 +95,11 @@ def _unit(values: np.ndarray) -> np.ndarray:
 
 
 REAL_SCAN_CHECKS = {
-    "mr contrast": (evaluate_real_scans, "reference-free, in CSF/GM/WM masks from a k-means of a T1 15 mm "
-                    "inside its head: the output's tissue order as the target's literature signals rank, sharpness "
-                    "and stripes (through-plane consistency) against the input, grid texture (2-voxel period); on "
+    "mr contrast": (evaluate_real_scans, "reference-free, in CSF/GM/WM masks from a k-means of a bias-corrected "
+                    "T1, 15 mm inside its head and in the top 60 % of its height (where grey and white matter are "
+                    "not separable: CSF against the brain): the output's tissue order as the target's literature "
+                    "signals rank, sharpness and stripes (through-plane consistency) against the input, grid texture "
+                    "(2-voxel period); on "
                     "SPM's avg152 (ICBM152 averages of real T1, T2 and PD scans on one grid) also SSIM, PSNR and "
                     "MAE against the real target contrast; Training/evaluate_real_scans.py"),
     "synthetic ct": (real_scans_synthetic_ct, "reference-free HU: median in the input's GM/WM masks 10-70 HU, air "

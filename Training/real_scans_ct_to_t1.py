@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 sys.path.insert(0, str(REPO / "Training" / "data"))
 from evaluate_real_scans import (checks_main, BRAIN_DEPTH_MM, gradients, grid, grid_texture,  # noqa: E402
-                                 kmeans_1d, unit)
+                                 kmeans_1d, stripes_index, unit)
 from fetch_real_scans import fetch as fetch_real  # noqa: E402
 
 from MedTranslateLib import translate_image  # noqa: E402
@@ -87,11 +87,9 @@ def contrast_checks(output: np.ndarray, ct: np.ndarray, head: np.ndarray,
     """The module docstring's checks of one (Z, Y, X) output."""
     out = unit(output, head)
     means = {name: float(out[mask].mean()) if mask.any() else float("nan") for name, mask in masks.items()}
-    out_z, out_xy = gradients(out, head)
-    in_z, in_xy = gradients(unit(ct, head), head)
     return {"means": means, "wm_minus_gm": means["wm"] - means["gm"], "gm_minus_csf": means["gm"] - means["csf"],
             "order": bool(means["wm"] > means["gm"] > means["csf"]), "bone_dark": bool(means["bone"] < means["gm"]),
-            "stripes": (out_z / max(out_xy, 1e-9)) / max(in_z / max(in_xy, 1e-9), 1e-9),
+            "stripes": stripes_index(gradients(out, head), gradients(unit(ct, head), head)),
             "grid": grid_texture(out, head)}
 
 

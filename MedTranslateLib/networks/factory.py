@@ -117,3 +117,10 @@ def _construct(spec: Dict[str, Any], in_channels: int, out_channels: int) -> nn.
 def size_multiple(net: nn.Module) -> int:
     """What the input's H and W must be multiples of for `net` (1 when it sets none)."""
     return int(getattr(net, "size_multiple", 1))
+
+
+def spec_size_multiple(spec: Dict[str, Any], in_channels: int = 1) -> int:
+    """size_multiple of the network `spec` describes, built on the meta device (nothing allocated): 2 to the
+    number of its downsamplings for the U-Nets and CasNet."""
+    with torch.device("meta"):
+        return size_multiple(_construct(spec, in_channels, 1))

@@ -173,8 +173,8 @@ class ClassicUNet(nn.Module):
     `depth` encoder stages (DoubleConv, width*2**level channels at level 0..depth-1) separated
     by 2x2 max-pools, then depth-1 decoder stages (x2 upsampling halving the channels, concatenation
     with the encoder stage of the same level, DoubleConv); depth=5 gives the 9 stages. `upsample`:
-    "transpose" (the paper's 2x2 stride-2 transposed conv, which leaves a 2-pixel grid texture),
-    "resize" or "pixelshuffle" (see `up_layers`). A final 1x1 conv maps to out_channels, followed by Tanh ("tanh", output in
+    "transpose" (the paper's 2x2 stride-2 transposed conv), "resize" or "pixelshuffle" (see
+    `up_layers`). A final 1x1 conv maps to out_channels, followed by Tanh ("tanh", output in
     [-1, 1]) or nothing ("none"). H and W must be multiples of `size_multiple` = 2**(depth-1).
     """
 

@@ -418,9 +418,10 @@ def _validate(config: TrainConfig, recipe_cls: Any) -> None:
     if data.fusion not in FUSIONS:
         raise ConfigError(f"data.fusion '{data.fusion}' is unknown (known: {', '.join(FUSIONS)})")
     _at_least(data.crop_size, 8, "data.crop_size")
+    from ..networks.factory import spec_size_multiple
+
     generator = config.model.generator
-    downs = int(generator.get("depth", 5)) - 1 if generator.get("variant") == "classic" else int(
-        generator.get("num_downs", 8))
+    downs = spec_size_multiple(generator).bit_length() - 1  # the network's own count, whatever its keys
     if generator.get("upsample") == "pixelshuffle" and data.crop_size >> downs < 2:
         raise ConfigError(f"model.generator.upsample 'pixelshuffle' needs training crops of at least 2x2 pixels at "
                           f"the bottleneck: data.crop_size {data.crop_size} with {downs} downsamplings "
