@@ -45,7 +45,7 @@ def test_card_planes_and_fusion_are_validated_and_one_plane_cards_read_as_before
             ModelCard.from_dict(dict(card_fields(**bad), weights_sha256="0" * 64))
 
 
-def test_config_planes_need_the_slice_axis_and_isotropic_slices():
+def test_config_planes_need_the_slice_axis_and_isotropic_slices_and_may_have_context():
     from test_training import CONFIGS, CONFIG_FILES
     from MedTranslateLib.training import load_config
 
@@ -55,8 +55,10 @@ def test_config_planes_need_the_slice_axis_and_isotropic_slices():
     for bad in ('data.planes=["coronal"]', 'data.planes=["axial", "axial"]', 'data.fusion="max"'):
         with pytest.raises(ConfigError):
             load_config(base, sets + [bad])
-    with pytest.raises(ConfigError, match="context_slices"):
-        load_config(base, sets + ['data.planes=["axial", "coronal"]', "data.context_slices=1"])
+    context = load_config(base, sets + ['data.planes=["axial", "coronal"]', "data.context_slices=1"]).data
+    assert context.planes == ["axial", "coronal"] and context.context_slices == 1  # neighbours along each plane
+    with pytest.raises(ConfigError, match="spacing_mm"):
+        load_config(base, sets + ['data.planes=["axial", "coronal"]', "data.spacing_mm=[1.0, 1.0]"])
 
 
 def _volume(array: np.ndarray, image: sitk.Image, name: str) -> Volume:
@@ -80,6 +82,37 @@ def test_sampler_draws_paired_slices_from_every_plane_without_copies():
         np.testing.assert_allclose(sample["target"], -sample["source"])  # paired crops stay in step
         seen.add(sampler.source_table.draw(generator)[0])
     assert seen == {0, 1, 2}
+
+
+def test_sampler_stacks_context_slices_along_each_plane():
+    """With context, a sample's channels are the neighbours along its own plane's normal, in the order that
+    plane's view has them, and the target stays the middle slice."""
+    image = isotropic_head()
+    voxels = sitk.GetArrayFromImage(image) / 500.0 - 1.0
+    data = DataSection(planes=PLANES, crop_size=24, flip=False, context_slices=1)
+    sources, targets = (in_planes([_volume(voxels * f, image, "s")], data) for f in (1.0, -1.0))
+    sampler = SliceSampler(sources, targets, data, paired=True)
+    generator = np.random.default_rng(1)
+    for _ in range(30):
+        plane_state = generator.bit_generator.state
+        volume, index = sampler.source_table.draw(generator)
+        generator.bit_generator.state = plane_state
+        sample = sampler.draw(generator)
+        view = sources[volume].array
+        assert sample["source"].shape == (3, 24, 24) and sample["target"].shape == (1, 24, 24)
+        np.testing.assert_allclose(sample["target"][0], -sample["source"][1])
+        neighbours = view[[max(index - 1, 0), index, min(index + 1, len(view) - 1)]]
+        np.testing.assert_allclose(sample["source"], neighbours)
+
+
+def test_three_plane_context_model_fuses_its_planes_each_with_its_neighbours(tmp_path):
+    image = isotropic_head()
+    fused = load_model(build_tiny_model(tmp_path / "fused", planes=PLANES, context_slices=1))
+    result = sitk.GetArrayFromImage(translate_image(image, fused, device="cpu"))
+    singles = [sitk.GetArrayFromImage(translate_image(image, load_model(build_tiny_model(
+        tmp_path / plane, slice_axis=plane, context_slices=1)), device="cpu")) for plane in PLANES]
+    np.testing.assert_allclose(result, np.mean(singles, axis=0), atol=1e-4)
+    assert result.shape == sitk.GetArrayFromImage(image).shape
 
 
 @pytest.mark.parametrize("spacing", [1.0, 0.8])  # 0.8 mm: every pass resampled to 1 mm and back, added in slabs

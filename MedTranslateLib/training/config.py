@@ -412,9 +412,9 @@ def _validate(config: TrainConfig, recipe_cls: Any) -> None:
         raise ConfigError(f"data.planes must list distinct planes among {', '.join(SLICE_AXES)}, not {data.planes}")
     if data.planes and data.slice_axis not in data.planes:
         raise ConfigError(f"data.planes must include data.slice_axis '{data.slice_axis}' (validation slices)")
-    if len(data.planes) > 1 and (data.context_slices or data.spacing_mm):
-        raise ConfigError("data.planes with several planes needs data.context_slices = 0 and data.spacing_mm = [] "
-                          "(volumes isotropic in-plane in every plane)")
+    if len(data.planes) > 1 and data.spacing_mm:
+        raise ConfigError("data.planes with several planes needs data.spacing_mm = [] (volumes isotropic in-plane in "
+                          "every plane)")
     if data.fusion not in FUSIONS:
         raise ConfigError(f"data.fusion '{data.fusion}' is unknown (known: {', '.join(FUSIONS)})")
     _at_least(data.crop_size, 8, "data.crop_size")
