@@ -134,3 +134,17 @@ def test_a_scan_acquired_on_a_coarser_grid_comes_back_on_the_fine_grid():
     np.testing.assert_allclose(fine[:, :, 1:19], ramp[:, :, 1:19], atol=1e-4)  # linear: a ramp is kept inside
     np.testing.assert_allclose(block_mean(fine, 2), coarse, atol=0.3)
     np.testing.assert_array_equal(upsampled(np.full((3, 4, 5), 7.0, np.float32), 2, (7, 9, 11)), 7.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_motion_pairs_move_within_axial_slices_only(seed):
+    """Each axial slice's ghosts come from that slice alone (the plane the motion model runs in), whether each
+    slice has its own moves or all share one history."""
+    from prepare_native_data import MOTION_SLICE_AXIS, move_head
+
+    head = np.zeros((6, 48, 48), np.float32)
+    head[3, 12:36, 12:36] = 1.0  # one bright axial slice in an empty volume
+    moved, draws = move_head(head, np.random.default_rng(seed))
+    assert MOTION_SLICE_AXIS == 0 and draws["slice_axis"] == 0 and draws["motion"] in ("each slice", "one history")
+    assert np.abs(np.delete(moved, 3, axis=0)).max() < 1e-5  # nothing leaks into the other slices
+    assert np.abs(moved[3] - head[3]).max() > 0.05  # and the slice itself moved

@@ -25,8 +25,8 @@ random stream so that the volumes above stay as they were:
 - `t1_motion` -> `t1_motion_target` (motion correction): a still T1 of random contrast (spin-echo, random
   per-tissue intensities, or the real 2009a brain set in the simulated head), gamma, bias field and (50 %) a
   coarser resolution (scan_resolution), shared by target and input; the input moved in k-space
-  (MedTranslateLib.simulate.motion: 2-6 moves of up to 6 degrees and 6 mm, slices along a random axis, each slice
-  its own moves or one history for all), or not at all (MOTION_STILL); half of the coarser-resolution pairs are
+  (MedTranslateLib.simulate.motion: 2-6 moves of up to 6 degrees and 6 mm, axial slices, each slice its own moves
+  or one history for all), or not at all (MOTION_STILL); half of the coarser-resolution pairs are
   acquired and moved on a 2 mm grid (block means) and brought back to 1 mm by linear interpolation, input and
   target alike (ACQUIRED_COARSE); one Rician noise draw of up to 3 % on both
   (simulate.shared_rician_noise), so the target is the same scan without the motion, noise and all, as a real
@@ -90,6 +90,8 @@ PET_EXTRACEREBRAL = {"bone": (0.0, 0.2), "soft": (0.0, 0.3)}  # uptake relative 
 PET_SCATTER = (0.0, 0.08)  # residual scatter's peak and the randoms' level, relative to grey matter: SPM's average
 PET_RANDOMS = (0.0, 0.03)  # real PET shows 2-4 % of its maximum in the air around the head, the simulation had 0
 MOTION = {"max_rotation_deg": 6.0, "max_shift_voxels": 6.0}  # 1 mm voxels: up to 6 mm between moves
+MOTION_SLICE_AXIS = 0  # motion pairs are acquired as axial slices, the one plane the motion model runs in: the
+#                        ghosts of a 2D acquisition lie in its slices, and a view across them shows no learnable pattern
 MOTION_STILL = 0.15  # the share of motion pairs whose input did not move: a still scan must come back as it is
 ACQUIRED_COARSE = 0.5  # of the motion pairs at a coarser resolution, the share acquired (and moved) on a grid
 ACQUISITION_FACTOR = 2  # that many times coarser (2 mm), as the 2 mm and thick-slice real scans are acquired
@@ -159,17 +161,16 @@ def ct_hu(tissues: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Di
 
 
 def move_head(image: np.ndarray, rng: np.random.Generator, voxel_mm: float = 1.0) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """`image` (Z, Y, X, voxels of `voxel_mm`) acquired as slices along a random axis with rigid motion in
+    """`image` (Z, Y, X, voxels of `voxel_mm`) acquired as axial slices (MOTION_SLICE_AXIS) with rigid motion in
     k-space: each slice its own 2-6 moves, or (50 %) one history for all slices (interleaved multi-slice)."""
     motion = {**MOTION, "max_shift_voxels": MOTION["max_shift_voxels"] / voxel_mm}
-    axis = int(rng.integers(0, 3))
-    slices = np.moveaxis(image, axis, 0)
+    slices = np.moveaxis(image, MOTION_SLICE_AXIS, 0)
     if rng.random() < 0.5:
         moved, kind = simulate.slicewise_motion(slices, rng, (2, 6), **motion), "each slice"
     else:
         events = simulate.random_motion(rng, int(rng.integers(2, 7)), **motion)
         moved, kind = simulate.kspace_motion(slices, events, phase_axis=int(rng.integers(0, 2))), "one history"
-    return np.moveaxis(moved, 0, axis), {"slice_axis": axis, "motion": kind}
+    return np.moveaxis(moved, 0, MOTION_SLICE_AXIS), {"slice_axis": MOTION_SLICE_AXIS, "motion": kind}
 
 
 def head_volumes(deformed: np.ndarray, brain: np.ndarray, real_t1: np.ndarray, keep: np.ndarray,
