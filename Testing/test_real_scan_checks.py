@@ -10,7 +10,8 @@ import pytest
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training"))
-from evaluate_real_scans import (baselines, contrasts, real_scan_failures, reference_based,  # noqa: E402
+from evaluate_real_scans import (baselines, contrasts, real_scan_baseline_losses, real_scan_failures,
+                                 reference_based,  # noqa: E402
                                  reference_free, tissue_masks)
 
 from MedTranslateLib.simulate import SEQUENCES, nominal_mr  # noqa: E402
@@ -169,6 +170,11 @@ def test_a_real_reference_fails_a_model_no_better_than_a_baseline_but_an_oracle_
     worse = {**right, "reference": inversion["reference"]}
     assert real_scan_failures({"b": {"scan": scan, "model": worse, "inversion": inversion}}) == [
         "inversion against the real reference of b"]
+    wrong_order = {**worse, "order": False}  # a reference-free failure is a warning; a lost baseline stops shipping
+    assert real_scan_failures({"c": {"scan": scan, "model": wrong_order, "inversion": inversion}}) == [
+        "tissue order on c", "inversion against the real reference of c"]
+    assert real_scan_baseline_losses({"c": {"scan": scan, "model": wrong_order, "inversion": inversion}}) == [
+        "inversion against the real reference of c"]
 
 
 def test_the_checked_contrasts_are_mr_t1_to_t2_or_pd_and_t2_to_t1():
@@ -227,7 +233,8 @@ def test_ct_to_t1_checks_find_the_tissues_of_a_ct_and_the_order_of_a_t1(phantom)
 
 def test_motion_moves_a_scan_on_its_grid_and_failures_name_the_baseline_beaten():
     import SimpleITK as sitk
-    from real_scans_motion import moved_scan, real_scan_failures as motion_failures
+    from real_scans_motion import moved_scan, real_scan_baseline_losses as motion_losses, \
+        real_scan_failures as motion_failures
 
     rng = np.random.default_rng(0)
     clean = ndimage.gaussian_filter(rng.random((8, 64, 64)).astype(np.float32), 2) * 1000
@@ -243,10 +250,13 @@ def test_motion_moves_a_scan_on_its_grid_and_failures_name_the_baseline_beaten()
     better, worse = {"ssim": 0.9, "mae": 0.01}, {"ssim": 0.8, "mae": 0.02}
     assert motion_failures({"a": {"scan": {}, "model": better, "identity": worse},
                             "b": {"scan": {}, "model": worse, "identity": better}}) == ["b against identity"]
+    assert motion_losses({"b": {"scan": {}, "model": better, "identity": worse, "gaussian": better}}) == [
+        "b against gaussian"]  # every failure of this check is a lost baseline: the model is not shipped
 
 
 def test_pet_to_ct_checks_score_a_ct_against_its_transmission_image_above_the_baselines(phantom):
     from real_scans_pet_to_ct import (attenuation, checks, contour_baseline, masks as pet_masks,
+                                      real_scan_baseline_losses as pet_losses,
                                       real_scan_failures as pet_failures, smooth)
 
     _, _, labels = phantom
@@ -267,3 +277,6 @@ def test_pet_to_ct_checks_score_a_ct_against_its_transmission_image_above_the_ba
     scan = {"identity": identity, "contour": contour}
     assert pet_failures({"a": {**scan, "model": right}}) == []
     assert pet_failures({"b": {**scan, "model": no_skull}})[0] == "bone HU on b"
+    assert not [loss for loss in pet_losses({"b": {**scan, "model": no_skull}}) if "HU" in loss]  # HU: warnings
+    assert pet_losses({"a": {**scan, "model": right}}) == []
+    assert pet_losses({"c": {**scan, "model": identity}}) == ["attenuation correlation on c"]

@@ -90,7 +90,7 @@ def test_card_documents_data_and_beats_both_baselines(model_id):
         assert model["mae"] < baseline["mae"] and model["psnr"] > baseline["psnr"] and model["ssim"] > baseline["ssim"]
     assert ("HU" == metrics["units"]) == (card.target_modality == "CT")
     size = sum(f.stat().st_size for f in Path(load_model(model_id).path).iterdir())
-    assert size < 12 * 2 ** 20  # small: fp16 weights (the largest, the motion-correction CasNet, is 10.5 MiB)
+    assert size < 12 * 2 ** 20  # small: fp16 weights (the largest bundled now are 6.3 MiB)
 
 
 @pytest.mark.parametrize("model_id", BUNDLED)

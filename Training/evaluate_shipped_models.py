@@ -18,8 +18,9 @@ on a real head CT (real_scans_ct_to_t1.py), motion correction of real scans move
 scan (real_scans_motion.py). The results go into their cards, and a failed check becomes a card warning.
 
 Units: HU for CT targets; otherwise each image scaled by its own 0.5/99.5 percentiles to 0/1 (MR and PET
-have no absolute units here). A model ships only when its mean MAE, PSNR and SSIM beat every baseline;
-otherwise its package is removed. Results:
+have no absolute units here). A model ships only when its mean MAE, PSNR and SSIM beat every baseline, and it
+beats every baseline of its real-scan check (real_scan_baseline_losses: a real reference's or the moved real
+scans' baselines); otherwise its package is removed. Results:
 Training/results/shipped/metrics.json, one PNG grid per model (input / output / reference), the table in
 Training/README.md, and the `metrics` of every card.
 
@@ -414,7 +415,7 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
         "model": mean["model"],
         **{f"baseline_{name}": scores for name, scores in mean.items() if name != "model"},
         "by_group": by_group,
-        "beats_baselines": not failures,
+        "beats_baselines": not failures,  # on the held-out cases; the real scans' baselines are added below
     }
     kind = real_scan_kind(loaded.card)
     if kind:
@@ -426,6 +427,7 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
                                                      for k, v in checks.items() if k not in ("scan", "model")}}
                                            for scan, checks in real.items()},
                                  "failures": checker.real_scan_failures(real)}
+        failures += [f"{loss} (real scan)" for loss in checker.real_scan_baseline_losses(real)]
     caveat = " ".join(filter(None, [model.caveat, real_scan_caveat(metrics)]))
     grid_png(rows, loaded.card, RESULTS / f"{model.id}.png")
     result = {"id": model.id, "card": loaded.card.to_dict(), "metrics": metrics, "per_case": per_case,
@@ -441,9 +443,8 @@ def evaluate_model(model: ShippedModel) -> Dict[str, Any]:
 
 
 def real_scan_caveat(metrics: Dict[str, Any]) -> str:
-    """The card's warning for the real-scan checks a model failed ('' when none). They are reported, not a gate
-    here: the held-out baselines decide whether a package is kept (a model that loses to a baseline on real scans
-    is not moved into the shipped configs in the first place: Training/README.md)."""
+    """The card's warning for the real-scan checks a model failed ('' when none): the reference-free checks (tissue
+    order, stripes, HU). A loss to a baseline on a real scan removes the package instead (evaluate_model)."""
     failures = metrics.get("real_scans", {}).get("failures")
     if not failures:
         return ""
