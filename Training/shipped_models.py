@@ -58,9 +58,9 @@ MOTION_CAVEAT = ("Removes part of the ghosting of simulated rigid motion; severe
 CT_TO_T1_CAVEAT = ("On the one real head CT held for evaluation (0.96 x 0.96 x 1.5 mm) CSF, bone, scalp and the "
                    "ventricles come out as on a T1, and white matter only a little brighter than grey matter (0.02 "
                    "of the range, in masks taken from the CT 10 mm away from bone): the CT shows them 5-10 HU apart. "
-                   "Each of the three passes (axial, coronal, sagittal) treats its slices independently; on that "
-                   "noisy CT their disagreement shows as fine streaks along the slice directions at full "
-                   "resolution (the axial pass alone has none in-plane but stripes in the other views).")
+                   "Each of the three passes (axial, coronal, sagittal) sees a slice with its two neighbours; at "
+                   "full resolution faint streaks along the slice directions remain in places (2.0, which saw "
+                   "single slices, showed them throughout).")
 
 PET_TO_CT_CAVEAT = ("Trained on simulated PET only. On SPM's average of real PET scans, never trained on, its "
                     "attenuation correlates with the real transmission image at r 0.65 (the PET itself 0.62, contour "
