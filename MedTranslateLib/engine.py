@@ -48,6 +48,19 @@ def slice_indices(count: int, context: int, batch: np.ndarray) -> np.ndarray:
     return np.clip(batch[:, None] + offsets[None, :], 0, count - 1)
 
 
+def context_stack(source: np.ndarray, numbers: np.ndarray, context: int, step: float = 1.0) -> np.ndarray:
+    """(B,) slice numbers of `source` (S, H, W) -> (B, 2k+1, H, W): each slice with its ±k neighbours `step`
+    slices apart, clamped at the volume's ends; a fractional step interpolates linearly between slices
+    (float32), a step of 1 gathers the slices as they are."""
+    if step == 1.0:
+        return source[slice_indices(len(source), context, numbers)]
+    positions = np.clip(numbers[:, None] + step * np.arange(-context, context + 1)[None, :], 0, len(source) - 1)
+    lower = np.floor(positions).astype(np.int64)
+    upper = np.minimum(lower + 1, len(source) - 1)
+    weight = (positions - lower).astype(np.float32)[:, :, None, None]
+    return (1.0 - weight) * source[lower].astype(np.float32) + weight * source[upper].astype(np.float32)
+
+
 def pad_to_multiple(batch: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
     """(B, C, H, W) -> (B, C, H', W') with H', W' multiples of `multiple`, centred; `mode` (PAD_MODES):
     "reflect", mirrored borders (replicated where a mirror would not fit), or "background", the value -1."""
@@ -110,13 +123,14 @@ class SliceEngine:
 
     def run(self, source: np.ndarray, output: np.ndarray, normalize: ArrayMap, denormalize: ArrayMap,
             progress: Optional[ProgressCallback] = None, cancel: Any = None, mirror_context: bool = False,
-            accumulate: bool = False) -> None:
+            accumulate: bool = False, context_step: float = 1.0) -> None:
         """Fill `output` (S, H, W, writable) from `source` (S, H, W, any dtype), or add to it (`accumulate`: the
         passes of a fused translation summed in one volume); both may be strided views.
 
         `normalize` maps source units to [-1, 1]; `denormalize` maps network output back to units.
         `mirror_context`: the left-right mirror of test-time augmentation reverses the context channels
-        (sagittal slices) instead of flipping columns (axial and coronal).
+        (sagittal slices) instead of flipping columns (axial and coronal). `context_step`: how many slices apart
+        the context neighbours lie (context_stack).
         """
         count = source.shape[0]
         batch_size = max(1, self.options.batch_size)
@@ -128,7 +142,8 @@ class SliceEngine:
             check_cancel(cancel)
             numbers = np.arange(start, min(start + batch_size, count))
             batch = slice(start, numbers[-1] + 1)  # a view where no neighbour is needed, else a gather
-            stack = source[batch, None] if self.context == 0 else source[slice_indices(count, self.context, numbers)]
+            stack = source[batch, None] if self.context == 0 else context_stack(source, numbers, self.context,
+                                                                                 context_step)
             inputs = normalize(stack)  # (B, 2k+1, H, W)
             try:
                 result = self._infer(inputs, mirror_context)

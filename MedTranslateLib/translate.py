@@ -20,7 +20,7 @@ from .networks import size_multiple
 from .package import TranslationModel
 from .progress import Progress, ProgressCallback, report
 from .registry import load_model
-from .resample import SLAB_SLICES, in_plane_spacing_target, resample_onto_array, resample_to_spacing
+from .resample import SLAB_SLICES, SPACING_TOLERANCE, in_plane_spacing_target, resample_onto_array, resample_to_spacing
 from .volume import PathLike, as_volume, check_writable, input_files, read_volume, volume_extension, write_volume
 
 ModelLike = Union[str, Path, TranslationModel]
@@ -157,6 +157,17 @@ def check_work_grids(volume: sitk.Image, planes: List[str], card: ModelCard) -> 
     check_memory(needed, f"translating {'×'.join(map(str, volume.GetSize()))} voxels")
 
 
+def context_step(card: ModelCard, slice_mm: float) -> float:
+    """How many of the input's slices (`slice_mm` apart) the context neighbours lie apart. A model trained on
+    several planes learned from isotropic volumes, so its neighbours lay one model pixel (card.spacing_mm) apart;
+    on other slice spacings they are interpolated there (6.5 mm slices: 1/6.5 of the way to the next slice).
+    Otherwise, and within SPACING_TOLERANCE, the neighbouring slices as they are (1)."""
+    if not card.context_slices or len(card.inference_planes) < 2 or not card.spacing_mm:
+        return 1.0
+    step = max(card.spacing_mm) / slice_mm
+    return 1.0 if abs(step - 1.0) <= SPACING_TOLERANCE else step
+
+
 def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngine,
               ranges: Tuple[IntensityRange, IntensityRange], progress: Optional[ProgressCallback], cancel: Any,
               out: ImageBuffer, accumulate: bool = False) -> None:
@@ -167,22 +178,25 @@ def _one_pass(volume: sitk.Image, plane: str, card: ModelCard, engine: SliceEngi
     target_spacing = in_plane_spacing_target(volume, orientation, card.spacing_mm)
     source = sitk.GetArrayViewFromImage(volume)  # [k, j, i], no copy
     source_range, target_range = ranges
+    step = context_step(card, orientation.spacing(volume.GetSpacing())[0])
     if target_spacing is None:
         engine.run(orientation.apply(source), orientation.apply(out.array), source_range.to_network,
                    target_range.from_network, progress, cancel, mirror_context=plane == "sagittal",
-                   accumulate=accumulate)
+                   accumulate=accumulate, context_step=step)
         return
     # neighbouring slices (card.context_slices) would cross a chunk's edge: then the whole volume at once
     _resampled_pass(volume, orientation, target_spacing, ranges, engine, progress, cancel, out, accumulate,
-                    mirror_context=plane == "sagittal", chunk=None if card.context_slices else CHUNK_SLICES)
+                    mirror_context=plane == "sagittal", chunk=None if card.context_slices else CHUNK_SLICES,
+                    context_step=step)
 
 
 def _resampled_pass(volume: sitk.Image, orientation: Reorientation, target_spacing: Tuple[float, ...],
                     ranges: Tuple[IntensityRange, IntensityRange], engine: SliceEngine,
                     progress: Optional[ProgressCallback], cancel: Any, out: ImageBuffer, accumulate: bool,
-                    mirror_context: bool, chunk: Optional[int]) -> None:
+                    mirror_context: bool, chunk: Optional[int], context_step: float = 1.0) -> None:
     """A pass whose slices are resampled in-plane: `chunk` slices at a time (or all), each chunk resampled,
-    translated and resampled back onto its own slices of the input grid, written into (or added to) `out`.
+    translated and resampled back onto its own slices of the input grid, written into (or added to) `out`
+    (`context_step`: SliceEngine.run's; in-plane resampling keeps the slice spacing).
     Resampling is in-plane only, so each chunk's work grid is exactly that slab of the whole work grid and
     no volume-sized copy exists beside the input and the result."""
     source_range, target_range = ranges
@@ -204,7 +218,7 @@ def _resampled_pass(volume: sitk.Image, orientation: Reorientation, target_spaci
                 progress(Progress(update.stage, update.done + offset, count))
         engine.run(orientation.apply(sitk.GetArrayViewFromImage(work)), orientation.apply(output.array),
                    source_range.to_network, target_range.from_network, in_chunk, cancel,
-                   mirror_context=mirror_context)
+                   mirror_context=mirror_context, context_step=context_step)
         result = output.image  # the network's output in place: no copy into a new image
         result.CopyInformation(work)
         del work, output

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from MedTranslateLib.engine import EngineOptions, SliceEngine, crop_to, pad_to_multiple, slice_indices
+from MedTranslateLib.engine import (EngineOptions, SliceEngine, context_stack, crop_to, pad_to_multiple,
+                                    slice_indices)
 from MedTranslateLib.errors import TranslationCancelled
 from MedTranslateLib.intensity import IntensityRange
 from MedTranslateLib.networks import build_network
@@ -77,6 +78,19 @@ def test_mirroring_averages_with_the_mirrored_prediction():
 
 def test_context_indices_clamp_at_the_ends():
     np.testing.assert_array_equal(slice_indices(5, 2, np.array([0, 4])), [[0, 0, 0, 1, 2], [2, 3, 4, 4, 4]])
+
+
+def test_context_neighbours_a_fraction_of_a_slice_apart_are_interpolated():
+    """Slices whose values are their numbers: neighbours `step` slices apart read number ± step, clamped."""
+    volume = np.broadcast_to(np.arange(6, dtype=np.int16)[:, None, None], (6, 3, 4)).copy()
+    numbers = np.array([0, 2, 5])
+    np.testing.assert_array_equal(context_stack(volume, numbers, 1), volume[slice_indices(6, 1, numbers)])
+    stack = context_stack(volume, numbers, 2, step=0.25)
+    assert stack.shape == (3, 5, 3, 4) and stack.dtype == np.float32
+    np.testing.assert_allclose(stack[:, :, 1, 2], [[0, 0, 0, 0.25, 0.5], [1.5, 1.75, 2, 2.25, 2.5],
+                                                   [4.5, 4.75, 5, 5, 5]])
+    np.testing.assert_allclose(context_stack(volume, numbers, 1, step=2.0)[:, :, 0, 0], [[0, 0, 2], [0, 2, 4],
+                                                                                        [3, 5, 5]])
 
 
 @pytest.mark.parametrize("height, width", [(1, 1), (7, 30), (16, 16), (3, 100)])

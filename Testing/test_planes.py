@@ -115,6 +115,20 @@ def test_three_plane_context_model_fuses_its_planes_each_with_its_neighbours(tmp
     assert result.shape == sitk.GetArrayFromImage(image).shape
 
 
+def test_context_neighbours_lie_one_model_pixel_apart_for_models_trained_on_several_planes():
+    from MedTranslateLib.translate import context_step
+
+    fused = ModelCard.from_dict(dict(card_fields(planes=PLANES, context_slices=1, spacing_mm=[1.0, 1.0]),
+                                     weights_sha256="0" * 64))
+    assert context_step(fused, 1.0) == 1.0 and context_step(fused, 1.01) == 1.0  # within the spacing tolerance
+    assert context_step(fused, 6.5) == pytest.approx(1 / 6.5) and context_step(fused, 0.5) == 2.0
+    for other in (dict(context_slices=0), dict(planes=[]), dict(spacing_mm=None)):  # no context, one plane (its
+        card = ModelCard.from_dict(dict(card_fields(**{**dict(planes=PLANES, context_slices=1,  # own spacing),
+                                                          spacing_mm=[1.0, 1.0]), **other}),  # or no spacing
+                                        weights_sha256="0" * 64))
+        assert context_step(card, 6.5) == 1.0
+
+
 @pytest.mark.parametrize("spacing", [1.0, 0.8])  # 0.8 mm: every pass resampled to 1 mm and back, added in slabs
 def test_three_plane_model_runs_each_plane_and_fuses_them(three_plane_model, tmp_path, spacing):
     image = isotropic_head(spacing, slice_mm=spacing)
