@@ -71,7 +71,8 @@ from MedTranslateLib.volume import read_volume  # noqa: E402
 
 OUT = REPO / "Training" / "results" / "real"
 NATIVE_TEST = REPO / "Training" / "data" / "native" / "test"
-DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-pd-pix2pix")
+# the bundled MR contrast models
+DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-t2-cyclegan", "mr-t2-to-t1-cyclegan")
 BRAIN_DEPTH_MM = 15.0
 RENDER_TISSUES = ("csf", "gm", "wm", "soft")  # the k-means classes, dark to bright on a T1
 BRAIN_TOP_SHARE = 0.6  # tissue classes are taken in this top share of the head's height
@@ -519,7 +520,7 @@ def checks_main(description: str, checks: Callable[[Any, Path], Dict[str, Dict[s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help="model id or package path (default: the bundled "
-                        "T1 -> T2/PD models)")
+                        "MR contrast models)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
