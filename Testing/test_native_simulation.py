@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from MedTranslateLib.simulate import TISSUES
 from MedTranslateLib.simulate.deform import deform, random_deformation
@@ -98,6 +99,19 @@ def test_whole_head_volumes_drawn_again_from_the_seed_are_the_subjects(subject, 
     volumes, _, draws = subject
     _, _, again, again_draws = second_stream(seed, *deformed_head(np.random.default_rng(seed)))
     assert all(np.array_equal(again[key], volumes[key]) for key in HEAD_VOLUMES) and again_draws == draws["head"]
+
+
+def test_mr_targets_rendered_again_from_the_seed_are_the_subjects(subject, tmp_path, seed=SUBJECT_SEED):
+    """--redo-targets writes a prepared subject's T2 and PD again from its seed alone, on the crop of its input."""
+    from prepare_native_data import TARGETS, head_box, redo_targets
+
+    volumes, _, draws = subject
+    again_draws = redo_targets(tmp_path, "train", "probe", seed)
+    assert all(draws[name] == value for name, value in again_draws.items())
+    box = head_box(volumes["t2"] + volumes["t1"])
+    for key in TARGETS:
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "train" / key / "probe.nii.gz")))
+        assert np.array_equal(written, volumes[key][box])
 
 
 def test_motion_pairs_share_their_noise_and_still_scans_stay_as_they_are():

@@ -78,8 +78,8 @@ def test_tissue_masks_leave_out_the_lower_head_and_a_bias_field(phantom):
 
 
 def test_without_grey_white_contrast_only_csf_is_ranked(phantom):
-    """A T1 whose grey and white matter are alike, with a few bright vessels (a post-contrast scan): the T2 check
-    ranks CSF against the brain, the PD one (CSF between GM and WM) is not checked, and neither fails."""
+    """A T1 whose grey and white matter are alike, with a few bright vessels (a post-contrast scan): the T2 and PD
+    checks rank CSF against the brain, an order with CSF between GM and WM is not checked, and none fails."""
     from evaluate_real_scans import expected_order
 
     t1, t2, labels = phantom
@@ -93,9 +93,11 @@ def test_without_grey_white_contrast_only_csf_is_ranked(phantom):
     t2_checks = reference_free(t2, flat, head, masks)
     assert not t2_checks["gm_wm_separable"] and t2_checks["order"] is True
     assert reference_free(flat, flat, head, masks)["order"] is False  # CSF darkest: wrong for a T2
-    assert reference_free(t2, flat, head, masks, expected_order("PD"))["order"] is None
+    assert reference_free(t2, flat, head, masks, expected_order("PD"))["order"] is True
+    csf_between = ("gm", "csf", "wm")
+    assert reference_free(t2, flat, head, masks, csf_between)["order"] is None
     assert real_scan_failures({"a": {"scan": {"thick_slices": False},
-                                     "model": reference_free(t2, flat, head, masks, expected_order("PD"))}}) == []
+                                     "model": reference_free(t2, flat, head, masks, csf_between)}}) == []
     _, separable = tissue_masks(t1, (1.0, 1.0, 1.0))
     assert reference_free(t2, t1, head, separable)["gm_wm_separable"]
 
@@ -137,7 +139,7 @@ def test_the_expected_order_follows_the_target_sequence():
     from evaluate_real_scans import expected_order
 
     assert expected_order("T2") == ("csf", "gm", "wm")
-    assert expected_order("PD") == ("gm", "csf", "wm")  # TR 3000 ms leaves CSF (T1 2.6 s) short of full signal
+    assert expected_order("PD") == ("csf", "gm", "wm")  # the early echo (TE 35 ms) of ICBM's dual-echo protocol
     assert expected_order("T1") == ("wm", "gm", "csf")
 
 
@@ -215,6 +217,10 @@ def test_synthetic_ct_checks_pass_a_ct_and_name_what_a_wrong_one_gets_wrong(phan
     assert stripped["all_passed"] and stripped["passed"]["bone"] is None  # no skull expected: not checked
     assert ct_failures({"a": {"model": right}, "b": {"model": no_skull}, "c": {"model": hot_brain}}) == [
         "bone HU on b", "brain HU on c"]
+    z, y, x = np.indices(ct.shape)
+    textured = hu_checks(ct + 6.0 * (-1.0) ** x, head, masks, (1.0, 1.0, 1.0), skull=True)
+    assert right["grid_hu"] < 1.0 and textured["grid_hu"] == pytest.approx(6.0, abs=1.5)
+    assert textured["passed"] == right["passed"]  # reported, not checked
 
 
 def test_ct_to_t1_checks_find_the_tissues_of_a_ct_and_the_order_of_a_t1(phantom):

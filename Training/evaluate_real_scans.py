@@ -14,10 +14,10 @@ of the T1, bias-corrected by N4, into CSF, GM and WM, inside the head mask erode
 stay out, and in the top 60 % of the head's height: below lie the skull base, sinuses and face, whose bone, air
 and muscle the k-means took for CSF and grey matter; the half of each class nearest its centre):
 - `order`: the output's mean CSF, GM and WM rank as the target contrast's literature signals do (T2: CSF > GM >
-  WM; PD at TR 3000 / TE 15 ms: GM > CSF > WM; T1: WM > GM > CSF), and the margins CSF - GM and GM - WM, in units
+  WM; PD at TR 3300 / TE 35 ms: CSF > GM > WM; T1: WM > GM > CSF), and the margins CSF - GM and GM - WM, in units
   of the output's 0.5-99.5 percentile range inside the head. Where the T1 does not separate grey from white
   matter (`gm_wm_separable`: in the post-contrast brain1 and brain2 the brightest class is enhancing vessels and
-  dura), CSF against grey and white matter together; for PD, where CSF lies between them, not checked (None);
+  dura), CSF against grey and white matter together; where CSF lies between them, not checked (None);
 - `sharpness`: the output's mean in-plane gradient magnitude over the input's (both in those units);
 - `stripes`: slice-to-slice consistency in the orthogonal views: (through-plane / in-plane gradient) of the
   output over the same ratio of the input; 1 is as consistent as the input, above 1 means stripes;
@@ -72,7 +72,7 @@ from MedTranslateLib.volume import read_volume  # noqa: E402
 OUT = REPO / "Training" / "results" / "real"
 NATIVE_TEST = REPO / "Training" / "data" / "native" / "test"
 # the bundled MR contrast models
-DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-t2-cyclegan", "mr-t2-to-t1-cyclegan")
+DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-pd-pix2pix", "mr-t1-to-t2-cyclegan", "mr-t2-to-t1-cyclegan")
 BRAIN_DEPTH_MM = 15.0
 RENDER_TISSUES = ("csf", "gm", "wm", "soft")  # the k-means classes, dark to bright on a T1
 BRAIN_TOP_SHARE = 0.6  # tissue classes are taken in this top share of the head's height

@@ -55,6 +55,7 @@ from evaluate_real_scans import baselines as mr_baselines, contrast_pair, ORACLE
 from MedTranslateLib.card import ModelCard  # noqa: E402
 from MedTranslateLib.metrics import compare, head_mask  # noqa: E402
 from MedTranslateLib.package import CARD_FILE, load_package  # noqa: E402
+from MedTranslateLib.simulate import SEQUENCES  # noqa: E402
 from MedTranslateLib.training.publish import publishable_training  # noqa: E402
 from MedTranslateLib.translate import translate_image  # noqa: E402
 from MedTranslateLib.volume import read_volume  # noqa: E402
@@ -298,7 +299,7 @@ def native_simulation(model: ShippedModel, dataset: Dict[str, Any]) -> str:
                           f"({kinds['spin-echo']} spin-echo with jittered relaxation times, {kinds['random']} random "
                           f"per-tissue intensities, {kinds['real']} the real 2009a brain in the simulated head), "
                           "gamma 0.75-1.35 and a bias field, shared by target and input; the input moved in k-space: "
-                          "slices along a random axis, 2-6 rigid moves of up to 6 deg and 6 mm, each slice its own "
+                          "axial slices, 2-6 rigid moves of up to 6 deg and 6 mm, each slice its own "
                           "moves or one history for all, Rician noise up to 3 %. The target is the clean T1.")
     inputs = {kind: sum(1 for s in train if s["input"] == kind) for kind in ("spin-echo", "random", "real")}
     t1_inputs = (f"T1 inputs randomised: {inputs['spin-echo']} spin-echo T1 (BrainWeb relaxation times jittered 15 %, "
@@ -315,9 +316,11 @@ def native_simulation(model: ShippedModel, dataset: Dict[str, Any]) -> str:
     if "cyclegan" in model.run:
         unpaired = ("Unpaired (CycleGAN): T1 and T2 slices drawn independently (other subject, plane and place)"
                     + ("; this package runs the inverse generator, T2 -> T1. " if model.reverse else ". "))
+    rendered = (model.source if model.reverse else model.target).upper()  # the simulated, not the real, side
+    tr, te = SEQUENCES[rendered]
     return anatomy + unpaired + t1_inputs + ("Targets sharp and noise-free from the same deformed maps: spin-echo "
-                                             "T2 (TR 4000 / TE 100 ms) and PD (TR 3000 / TE 15 ms) with BrainWeb's "
-                                             "tissue values (TPM-based).")
+                                             f"{rendered} (TR {tr:.0f} / TE {te:.0f} ms) with "
+                                             "BrainWeb's tissue values (TPM-based).")
 
 
 def native_training_notes(model: ShippedModel, training: Dict[str, Any]) -> Dict[str, Any]:

@@ -6,7 +6,9 @@ brain1/brain2, avg152T1). In masks derived from the input T1 (its head outline a
 - `brain_hu`: the output's median HU in the GM and WM masks, expected in BRAIN_HU (brain tissue on CT);
 - `air_hu`: the median HU outside the head outline grown by 5 mm, expected below AIR_HU;
 - `bone_hu`: the 95th percentile of HU in the shell between the head outline and the brain 15 mm deep, expected
-  above BONE_HU where the input has a skull (a skull-stripped input has none: not checked there).
+  above BONE_HU where the input has a skull (a skull-stripped input has none: not checked there);
+- `grid_hu`: the amplitude of a 2-voxel periodic texture in the GM and WM masks (evaluate_real_scans.grid_texture),
+  reported, not checked: the linear map of the input shows the input's own.
 Baselines on the same scans: the input's intensities mapped linearly onto -1000..100 HU (identity) and a k-means
 render (the T1's four classes in the head given the literature HU of CSF, GM, WM and scalp; air outside).
 
@@ -25,8 +27,8 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
-from evaluate_real_scans import (checks_main, RENDER_TISSUES, grid, kmeans_1d, real_scans,  # noqa: E402
-                                 superior_axis, tissue_masks)
+from evaluate_real_scans import (checks_main, RENDER_TISSUES, grid, grid_texture, kmeans_1d,  # noqa: E402
+                                 real_scans, superior_axis, tissue_masks)
 
 from MedTranslateLib import translate_image  # noqa: E402
 from MedTranslateLib.simulate import nominal_ct_hu  # noqa: E402
@@ -64,7 +66,8 @@ def hu_checks(ct: np.ndarray, head: np.ndarray, masks: Dict[str, np.ndarray], sp
     bone_hu = float(np.percentile(ct[shell], 95)) if skull else None
     passed = {"brain": BRAIN_HU[0] <= brain_hu <= BRAIN_HU[1], "air": bool(air_hu < AIR_HU) if outside.any() else None,
               "bone": bool(bone_hu > BONE_HU) if skull else None}
-    return {"brain_hu": brain_hu, "air_hu": air_hu, "bone_hu": bone_hu, "passed": passed,
+    return {"brain_hu": brain_hu, "air_hu": air_hu, "bone_hu": bone_hu,
+            "grid_hu": grid_texture(ct, brain_voxels), "passed": passed,
             "all_passed": all(v for v in passed.values() if v is not None)}
 
 
@@ -90,7 +93,9 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
         model_checks = results[name]["model"]
         bone = "—" if model_checks["bone_hu"] is None else f"{model_checks['bone_hu']:.0f}"
         print(f"{card.id} {name}: brain {model_checks['brain_hu']:.0f} HU, air {model_checks['air_hu']:.0f}, "
-              f"bone p95 {bone}: {'pass' if model_checks['all_passed'] else 'FAIL'}", flush=True)
+              f"bone p95 {bone}, grid {model_checks['grid_hu']:.1f} HU (input mapped linearly "
+              f"{results[name]['identity']['grid_hu']:.1f}): {'pass' if model_checks['all_passed'] else 'FAIL'}",
+              flush=True)
     grid(pictures, f"{card.id} {card.version}", picture)
     return results
 

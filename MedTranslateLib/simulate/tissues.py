@@ -38,8 +38,9 @@ _MR_1P5T: Dict[str, MRTissue] = {
     "air": MRTissue(1000.0, 1.0, 0.0),
 }
 
-# Spin-echo sequences (TR, TE in ms) giving the three classic weightings.
-SEQUENCES: Dict[str, Tuple[float, float]] = {"T1": (500.0, 15.0), "T2": (4000.0, 100.0), "PD": (3000.0, 15.0)}
+# Spin-echo sequences (TR, TE in ms) giving the three classic weightings. PD is the early echo of the dual-echo
+# protocol that BrainWeb simulates after ICBM's (TR 3300 / TE 35 ms): CSF > GM > WM, as in the real avg152PD.
+SEQUENCES: Dict[str, Tuple[float, float]] = {"T1": (500.0, 15.0), "T2": (4000.0, 100.0), "PD": (3300.0, 35.0)}
 
 _CT_HU: Dict[str, float] = {"gm": 40.0, "wm": 28.0, "csf": 8.0, "bone": 1200.0, "soft": -20.0, "air": -1000.0}
 _PET_UPTAKE: Dict[str, float] = {"gm": 1.0, "wm": 0.35, "csf": 0.05, "bone": 0.10, "soft": 0.15, "air": 0.0}

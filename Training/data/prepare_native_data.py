@@ -14,7 +14,7 @@ then skull-stripped (always for `real`, else 30 %), a partial field of view (20 
 plane), gamma 0.7-1.4, bias field, Rician noise up to 4 %, and thick slices (50 %: a Gaussian blur of 1.5-6 mm
 FWHM along a random axis).
 Targets, sharp and noise-free, from the same deformed maps with the literature values (MedTranslateLib.simulate,
-nominal BrainWeb tissues): spin-echo T2 (TR 4000 / TE 100 ms) and PD (TR 3000 / TE 15 ms), skull-stripped and
+nominal BrainWeb tissues): spin-echo T2 (TR 4000 / TE 100 ms) and PD (TR 3300 / TE 35 ms), skull-stripped and
 cut like their input; and `ct`, a CT in HU (per-tissue HU of the subject, the skull's density varying smoothly
 in space; air where the input is stripped or cut).
 
@@ -285,9 +285,9 @@ def second_stream(seed: int, coordinates: np.ndarray, deformed: np.ndarray
     return ct, hu, head, head_draws
 
 
-def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, Any]]:
-    """One subject's volumes as (Z, Y, X) float32: BRAIN_VOLUMES and HEAD_VOLUMES on the 2009a grid, PET_VOLUMES
-    on the PET_FACTOR grid; and its draws."""
+def first_stream(seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    """A subject's first random stream: its T1 input and MR targets (TARGETS) as (Z, Y, X) float32, their draws,
+    its deformation's coordinates, its deformed tissue maps (C, Z, Y, X) and what of the head is kept (Z, Y, X)."""
     _, _, brain, real_t1 = load_anatomy()
     rng = np.random.default_rng(seed)
     coordinates, deformed = deformed_head(rng)
@@ -305,12 +305,19 @@ def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str,
     for target in TARGETS:
         sequence = simulate.SEQUENCES[target.upper()]
         volumes[target] = simulate.mr_spin_echo(deformed, simulate.nominal_mr(), *sequence) * keep
+    draws = {"input": kind, "skull_stripped": stripped, "contrast": contrast, "corruption": corruption, **cut}
+    return volumes, draws, coordinates, deformed, keep
+
+
+def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, Any]]:
+    """One subject's volumes as (Z, Y, X) float32: BRAIN_VOLUMES and HEAD_VOLUMES on the 2009a grid, PET_VOLUMES
+    on the PET_FACTOR grid; and its draws."""
+    volumes, first_draws, coordinates, deformed, keep = first_stream(seed)
     ct, hu, head, head_draws = second_stream(seed, coordinates, deformed)
     volumes["ct"] = np.where(keep > 0.5, ct, -1000.0).astype(np.float32)
     volumes.update(head)
     pet, pet_draws = pet_volumes(deformed, np.random.default_rng([seed, 2]))
-    draws = {"name": name, "seed": seed, "input": kind, "skull_stripped": stripped, "contrast": contrast,
-             "corruption": corruption, **cut, "ct_hu": hu, "head": head_draws, "pet": pet_draws}
+    draws = {"name": name, "seed": seed, **first_draws, "ct_hu": hu, "head": head_draws, "pet": pet_draws}
     return volumes, pet, draws
 
 
@@ -366,6 +373,16 @@ def redo_pet(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     return draws
 
 
+def redo_targets(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
+    """The MR targets (TARGETS) of a prepared subject rendered again from its seed (the same deformation, field of
+    view and crop), e.g. after a change of simulate.SEQUENCES; its first stream's draws."""
+    volumes, draws, _, _, _ = first_stream(seed)
+    box = head_box(volumes["t2"] + volumes["t1"])
+    for key in TARGETS:
+        write_cropped(out / split / key / f"{name}.nii.gz", volumes[key], box, 1)
+    return draws
+
+
 def redo_head(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     """The whole-head volumes of a prepared subject drawn again from its seed (the same deformation); their draws."""
     coordinates, deformed = deformed_head(np.random.default_rng(seed))
@@ -383,6 +400,8 @@ def main() -> int:
     parser.add_argument("--redo-pet", action="store_true", help="draw the kept subjects' PET volumes again")
     parser.add_argument("--redo-head", action="store_true",
                         help="draw the kept subjects' whole-head volumes (CT -> T1, motion) again")
+    parser.add_argument("--redo-targets", action="store_true",
+                        help="render the kept subjects' MR targets (T2, PD) again")
     args = parser.parse_args()
     jobs = [("train", f"subj{i:03d}", i) for i in range(args.subjects)]
     jobs += [("test", f"test{i:03d}", TEST_SEED_OFFSET + i) for i in range(args.test)]
@@ -397,10 +416,13 @@ def main() -> int:
         made = {entry["name"]: entry for entry in pool.map(write_subject, [args.out] * len(todo), *zip(*todo))} \
             if todo else {}
         kept = [(entry["split"], entry["name"], entry["seed"]) for entry in done.values()]
-        for key, redo in (("pet", redo_pet), ("head", redo_head)):
+        for key, redo in (("pet", redo_pet), ("head", redo_head), ("targets", redo_targets)):
             if getattr(args, f"redo_{key}") and kept:
                 for entry, draws in zip(done.values(), pool.map(redo, [args.out] * len(kept), *zip(*kept))):
-                    entry[key] = draws
+                    if key != "targets":
+                        entry[key] = draws
+                    elif any(entry[name] != value for name, value in json.loads(json.dumps(draws)).items()):
+                        raise SystemExit(f"{entry['name']}: its seed no longer draws what dataset.json records")
     plan = [done.get(name) or made[name] for _, name, _ in jobs]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dataset.json").write_text(json.dumps({"subjects": args.subjects, "test": args.test, "plan": plan},
