@@ -60,8 +60,8 @@ class MedTranslate(ScriptedLoadableModule):
         self.parent.dependencies = []  # the PyTorch extension is an extension dependency, imported on first use
         self.parent.contributors = ["MedTranslate contributors (SlicerMedTranslate project)"]
         self.parent.helpText = _(
-            "Translate a volume into another modality or contrast (MRI T1 \u2194 T2, CT \u2194 MRI, PET \u2192 CT), "
-            "or denoise it, with a deep-learning model. Choose the input volume and a model; the "
+            "Translate a volume into another modality or contrast (MRI T1 \u2194 T2, T1 \u2192 PD, CT \u2194 MRI, "
+            "PET \u2192 CT), or denoise it, with a deep-learning model. Choose the input volume and a model; the "
             "model card shows what the model was trained on, how well it does compared with simple baselines, "
             "and its limits. The result is a new volume on exactly the input's grid, in the target modality's "
             "units (Hounsfield units for CT). Synthetic images are for research: they are not a substitute for "
