@@ -383,6 +383,11 @@ def redo_targets(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     return draws
 
 
+def draws_recorded(entry: Dict[str, Any], draws: Dict[str, Any]) -> bool:
+    """Whether `draws` are what the subject's dataset.json `entry` records (compared as JSON: tuples are lists)."""
+    return all(entry.get(name) == value for name, value in json.loads(json.dumps(draws)).items())
+
+
 def redo_head(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     """The whole-head volumes of a prepared subject drawn again from its seed (the same deformation); their draws."""
     coordinates, deformed = deformed_head(np.random.default_rng(seed))
@@ -421,7 +426,7 @@ def main() -> int:
                 for entry, draws in zip(done.values(), pool.map(redo, [args.out] * len(kept), *zip(*kept))):
                     if key != "targets":
                         entry[key] = draws
-                    elif any(entry[name] != value for name, value in json.loads(json.dumps(draws)).items()):
+                    elif not draws_recorded(entry, draws):
                         raise SystemExit(f"{entry['name']}: its seed no longer draws what dataset.json records")
     plan = [done.get(name) or made[name] for _, name, _ in jobs]
     args.out.mkdir(parents=True, exist_ok=True)
