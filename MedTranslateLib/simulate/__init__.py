@@ -12,7 +12,7 @@ counts      low-count PET by Poisson (binomial) thinning
 Every function takes arrays shaped (Z, Y, X) with Z the slicing (axial) axis and a numpy Generator.
 """
 from .contrast import mr_spin_echo, pet_background, pet_uptake, pseudo_ct
-from .corruption import bias_field, blur_resolution, gamma, rician_noise, shared_rician_noise
+from .corruption import bias_field, blur_resolution, gamma, rician_noise
 from .counts import poisson_counts, poisson_thinning
 from .motion import MotionEvent, kspace_motion, random_motion, slicewise_motion
 from .tissues import (SEQUENCES, TISSUES, MRTissue, nominal_ct_hu, nominal_mr, nominal_pet_uptake,
@@ -21,7 +21,7 @@ from .warp import InPlaneWarp, random_warp
 
 __all__ = [
     "mr_spin_echo", "pet_background", "pet_uptake", "pseudo_ct", "bias_field", "blur_resolution", "gamma",
-    "rician_noise", "shared_rician_noise",
+    "rician_noise",
     "poisson_counts", "poisson_thinning", "MotionEvent", "kspace_motion", "random_motion", "slicewise_motion",
     "SEQUENCES",
     "TISSUES", "MRTissue", "nominal_ct_hu", "nominal_mr", "nominal_pet_uptake", "random_ct_hu", "random_mr",

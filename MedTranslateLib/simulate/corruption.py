@@ -1,7 +1,7 @@
 """Domain randomisation of network inputs (in the manner of SynthSeg/SynthSR): bias, noise, resolution, gamma."""
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -17,15 +17,9 @@ def bias_field(shape: Sequence[int], rng: np.random.Generator, strength: float, 
 
 def rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of the image plus complex Gaussian noise of standard deviation `sigma` (MR noise)."""
-    return shared_rician_noise([image], sigma, rng)[0]
-
-
-def shared_rician_noise(images: Sequence[np.ndarray], sigma: float, rng: np.random.Generator) -> List[np.ndarray]:
-    """The magnitudes of `images` (same shape) each plus one complex Gaussian noise draw of standard deviation
-    `sigma`: the same acquisition noise on every image (a moved scan and its still twin)."""
-    real = rng.normal(0.0, sigma, size=images[0].shape)
-    imaginary = rng.normal(0.0, sigma, size=images[0].shape)
-    return [np.sqrt((image + real) ** 2 + imaginary * imaginary).astype(np.float32) for image in images]
+    real = rng.normal(0.0, sigma, size=image.shape)
+    imaginary = rng.normal(0.0, sigma, size=image.shape)
+    return np.sqrt((image + real) ** 2 + imaginary * imaginary).astype(np.float32)
 
 
 def blur_resolution(image: np.ndarray, fwhm_voxels: Sequence[float]) -> np.ndarray:

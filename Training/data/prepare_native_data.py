@@ -28,9 +28,9 @@ random stream so that the volumes above stay as they were:
   (MedTranslateLib.simulate.motion: 2-6 moves of up to 6 degrees and 6 mm, axial slices, each slice its own moves
   or one history for all), or not at all (MOTION_STILL); half of the coarser-resolution pairs are
   acquired and moved on a 2 mm grid (block means) and brought back to 1 mm by linear interpolation, input and
-  target alike (ACQUIRED_COARSE); one Rician noise draw of up to 3 % on both
-  (simulate.shared_rician_noise), so the target is the same scan without the motion, noise and all, as a real
-  still scan is.
+  target alike (ACQUIRED_COARSE); Rician noise of up to 3 % on the input alone (simulate.rician_noise): a moved
+  scan's noise is its own acquisition's, which no still scan shares, so the target is the still scan's image
+  without noise (what a still scan would show on average).
 
 And on a 2 mm grid (the 1 mm maps averaged over 2x2x2 blocks; PET is reconstructed at 2 mm or coarser), from a
 third random stream:
@@ -208,7 +208,7 @@ def head_volumes(deformed: np.ndarray, brain: np.ndarray, real_t1: np.ndarray, k
         clean, moved = (upsampled(volume, factor, clean.shape) for volume in (acquired, moved))
         motion["acquisition_mm"] = float(factor)
     sigma = draws["motion_noise"] * float(np.percentile(clean, 99.5))
-    volumes["t1_motion_target"], volumes["t1_motion"] = simulate.shared_rician_noise([clean, moved], sigma, rng)
+    volumes["t1_motion_target"], volumes["t1_motion"] = clean, simulate.rician_noise(moved, sigma, rng)
     return volumes, {**draws, **resolution, **motion}
 
 
