@@ -131,6 +131,19 @@ def test_bias_field_is_smooth_positive_and_centred_on_one():
     assert np.abs(np.diff(field, axis=2)).max() < 0.2
 
 
+def test_tissue_texture_is_fine_structure_of_the_drawn_amplitude_centred_on_one():
+    """Unlike noise, the texture is correlated over about its sigma (neighbours alike), and unlike a bias field
+    it varies from voxel to voxel; its spread is the drawn amplitude and it never turns a signal negative."""
+    field = simulate.tissue_texture((24, 64, 64), np.random.default_rng(0), 0.1, 1.0)
+    assert field.shape == (24, 64, 64) and field.dtype == np.float32 and field.min() >= 0.0
+    assert field.mean() == pytest.approx(1.0, abs=0.01) and field.std() == pytest.approx(0.1, rel=0.02)
+    centred = field - field.mean()
+    neighbours = np.corrcoef(centred[:, :, 1:].ravel(), centred[:, :, :-1].ravel())[0, 1]
+    far = np.corrcoef(centred[:, :, 6:].ravel(), centred[:, :, :-6].ravel())[0, 1]
+    assert neighbours > 0.6 and abs(far) < 0.05
+    assert np.array_equal(simulate.tissue_texture((4, 8, 8), np.random.default_rng(1), 0.0, 1.0), np.ones((4, 8, 8)))
+
+
 def test_rician_noise_floor_and_gamma():
     rng = np.random.default_rng(0)
     noisy = simulate.rician_noise(np.zeros((2, 64, 64), np.float32), 1.0, rng)

@@ -23,14 +23,17 @@ random stream so that the volumes above stay as they were:
 - `ct_in` -> `t1_target` (CT -> T1): a CT with its own HU draw, thick slices (50 %: 1.5-5 mm along a random
   axis), in-plane blur and noise of 3-20 HU; the target a sharp spin-echo T1 (TR 500 / TE 15 ms, nominal tissues);
 - `t1_motion` -> `t1_motion_target` (motion correction): a still T1 of random contrast (spin-echo, random
-  per-tissue intensities, or the real 2009a brain set in the simulated head), gamma, bias field and (50 %) a
+  per-tissue intensities, or the real 2009a brain set in the simulated head), fine texture within tissues
+  (simulate.tissue_texture: up to 15 %, as real scans show and smooth maps lack), gamma, bias field and (50 %) a
   coarser resolution (scan_resolution), shared by target and input; the input moved in k-space
   (MedTranslateLib.simulate.motion: 2-6 moves of up to 6 degrees and 6 mm, axial slices, each slice its own moves
   or one history for all), or not at all (MOTION_STILL); half of the coarser-resolution pairs are
   acquired and moved on a 2 mm grid (block means) and brought back to 1 mm by linear interpolation, input and
-  target alike (ACQUIRED_COARSE); Rician noise of up to 3 % on the input alone (simulate.rician_noise): a moved
-  scan's noise is its own acquisition's, which no still scan shares, so the target is the still scan's image
-  without noise (what a still scan would show on average).
+  target alike (ACQUIRED_COARSE); Rician noise of up to 3 % (simulate.rician_noise), drawn independently for input
+  and target: a moved scan's noise is its own acquisition's, which no still scan shares, so the target is a still
+  scan with noise of its own at the same level (Noise2Noise: under an L1 loss the network learns the still scan's
+  median, which keeps a magnitude image's Rician floor in dark tissue, as real scans show it, and not the black of
+  a noise-free image).
 
 And on a 2 mm grid (the 1 mm maps averaged over 2x2x2 blocks; PET is reconstructed at 2 mm or coarser), from a
 third random stream:
@@ -92,6 +95,9 @@ PET_RANDOMS = (0.0, 0.03)  # real PET shows 2-4 % of its maximum in the air arou
 MOTION = {"max_rotation_deg": 6.0, "max_shift_voxels": 6.0}  # 1 mm voxels: up to 6 mm between moves
 MOTION_SLICE_AXIS = 0  # motion pairs are acquired as axial slices, the one plane the motion model runs in: the
 #                        ghosts of a 2D acquisition lie in its slices, and a view across them shows no learnable pattern
+MOTION_TEXTURE = (0.0, 0.15)  # fine texture within tissues shared by a motion pair's input and target (amplitude
+MOTION_TEXTURE_SIGMA_VOXELS = (0.5, 1.5)  # and smoothing): real heads show it, smooth tissue maps do not; without
+#                        it the network took fine structure for noise and smoothed real scans (motion 2.5)
 MOTION_STILL = 0.15  # the share of motion pairs whose input did not move: a still scan must come back as it is
 ACQUIRED_COARSE = 0.5  # of the motion pairs at a coarser resolution, the share acquired (and moved) on a grid
 ACQUISITION_FACTOR = 2  # that many times coarser (2 mm), as the 2 mm and thick-slice real scans are acquired
@@ -194,7 +200,11 @@ def head_volumes(deformed: np.ndarray, brain: np.ndarray, real_t1: np.ndarray, k
         scale = float(np.median(clean[white]) / max(np.median(real_t1[white]), 1e-6))
         clean = clean * (1.0 - brain) + real_t1 * scale * brain
     draws.update(motion_input=kind, motion_contrast=contrast, motion_gamma=float(rng.uniform(0.75, 1.35)),
-                 motion_bias=float(rng.uniform(0.0, 0.15)), motion_noise=float(rng.uniform(0.0, 0.03)))
+                 motion_bias=float(rng.uniform(0.0, 0.15)), motion_noise=float(rng.uniform(0.0, 0.03)),
+                 motion_texture=float(rng.uniform(*MOTION_TEXTURE)),
+                 motion_texture_sigma_voxels=float(rng.uniform(*MOTION_TEXTURE_SIGMA_VOXELS)))
+    clean = clean * simulate.tissue_texture(clean.shape, rng, draws["motion_texture"],
+                                            draws["motion_texture_sigma_voxels"])
     clean = simulate.gamma(np.clip(clean, 0.0, None), draws["motion_gamma"]) * keep
     clean = clean * simulate.bias_field(clean.shape, rng, draws["motion_bias"])
     clean, resolution = scan_resolution(clean, rng)
@@ -208,7 +218,8 @@ def head_volumes(deformed: np.ndarray, brain: np.ndarray, real_t1: np.ndarray, k
         clean, moved = (upsampled(volume, factor, clean.shape) for volume in (acquired, moved))
         motion["acquisition_mm"] = float(factor)
     sigma = draws["motion_noise"] * float(np.percentile(clean, 99.5))
-    volumes["t1_motion_target"], volumes["t1_motion"] = clean, simulate.rician_noise(moved, sigma, rng)
+    volumes["t1_motion"] = simulate.rician_noise(moved, sigma, rng)
+    volumes["t1_motion_target"] = simulate.rician_noise(clean, sigma, rng)  # its own draw (see the docstring)
     return volumes, {**draws, **resolution, **motion}
 
 
