@@ -23,7 +23,7 @@ def tissue_texture(shape: Sequence[int], rng: np.random.Generator, amplitude: fl
     partial volumes) that a real scan shows and a clean scan of the same head keeps, unlike noise."""
     field = ndimage.gaussian_filter(rng.standard_normal(size=tuple(shape), dtype=np.float32), sigma_voxels)
     field /= max(float(field.std()), 1e-12)
-    return np.clip(1.0 + amplitude * field, 0.0, None).astype(np.float32)
+    return np.clip(1.0 + amplitude * field, 0.0, None).astype(np.float32, copy=False)
 
 
 def rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:

@@ -95,9 +95,10 @@ PET_RANDOMS = (0.0, 0.03)  # real PET shows 2-4 % of its maximum in the air arou
 MOTION = {"max_rotation_deg": 6.0, "max_shift_voxels": 6.0}  # 1 mm voxels: up to 6 mm between moves
 MOTION_SLICE_AXIS = 0  # motion pairs are acquired as axial slices, the one plane the motion model runs in: the
 #                        ghosts of a 2D acquisition lie in its slices, and a view across them shows no learnable pattern
-MOTION_TEXTURE = (0.0, 0.15)  # fine texture within tissues shared by a motion pair's input and target (amplitude
-MOTION_TEXTURE_SIGMA_VOXELS = (0.5, 1.5)  # and smoothing): real heads show it, smooth tissue maps do not; without
-#                        it the network took fine structure for noise and smoothed real scans (motion 2.5)
+# fine texture within tissues, shared by a motion pair's input and target: real heads show it, smooth tissue maps do
+# not, and without it the network took fine structure for noise and smoothed real scans (motion 2.5)
+MOTION_TEXTURE = (0.0, 0.15)  # the range of its amplitude (simulate.tissue_texture)
+MOTION_TEXTURE_SIGMA_VOXELS = (0.5, 1.5)  # the range of its smoothing
 MOTION_STILL = 0.15  # the share of motion pairs whose input did not move: a still scan must come back as it is
 ACQUIRED_COARSE = 0.5  # of the motion pairs at a coarser resolution, the share acquired (and moved) on a grid
 ACQUISITION_FACTOR = 2  # that many times coarser (2 mm), as the 2 mm and thick-slice real scans are acquired
