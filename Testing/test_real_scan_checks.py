@@ -260,6 +260,24 @@ def test_motion_moves_a_scan_on_its_grid_and_failures_name_the_baseline_beaten()
         "b against gaussian"]  # every failure of this check is a lost baseline: the model is not shipped
 
 
+def test_motion_diagnostics_see_detail_removed_and_whether_a_change_follows_the_true_correction():
+    from real_scans_motion import correction_r, fine_detail
+
+    rng = np.random.default_rng(0)
+    z, y, x = np.indices((12, 48, 48))
+    head = ((y - 24) ** 2 + (x - 24) ** 2 < 20 ** 2) & (z > 0) & (z < 11)
+    clean = np.where(head, 100.0 + 20.0 * rng.standard_normal(head.shape), 0.0)  # fine structure in the head
+    moved = clean + 10.0 * np.sin(x / 3.0) * head  # a smooth error: not fine detail
+    smoothed = ndimage.gaussian_filter(moved, (0.0, 1.0, 1.0))
+    assert fine_detail(smoothed, head) < 0.5 * fine_detail(moved, head)
+    assert fine_detail(moved, head) == pytest.approx(fine_detail(clean, head), rel=0.1)
+    assert fine_detail(3.0 * clean + 7.0, head) == pytest.approx(fine_detail(clean, head))  # scale-free
+    assert correction_r(clean, moved, clean, head) == pytest.approx(1.0)
+    assert correction_r(2.0 * moved - clean, moved, clean, head) == pytest.approx(-1.0)  # the error doubled
+    assert correction_r(moved, moved, clean, head) == 0.0  # identity changes nothing
+    assert abs(correction_r(smoothed, moved, clean, head)) < 0.9
+
+
 def test_pet_to_ct_checks_score_a_ct_against_its_transmission_image_above_the_baselines(phantom):
     from real_scans_pet_to_ct import (attenuation, checks, contour_baseline, masks as pet_masks,
                                       real_scan_baseline_losses as pet_losses,

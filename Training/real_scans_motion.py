@@ -9,6 +9,9 @@ fixed seed per scan), with Rician noise of 1 % of its 99.5th percentile. Scored 
 SSIM, PSNR and MAE of evaluate_real_scans.reference_based (the clean scan's filled head mask, each image scaled by
 its own 0.5/99.5 percentiles). Baselines: identity (the moved scan itself) and the moved scan smoothed by a
 Gaussian of 0.5 voxels in-plane (what light denoising alone gives).
+Reported beside them, not checked: each image's fine detail (`fine_detail`; the clean scan's under "scan") and
+how its change from the moved scan follows the true correction (`correction_r`), the two measures that showed why
+the motion models lost on real scans (Training/README.md).
 
     .venv/bin/python Training/real_scans_motion.py --model ID_OR_PATH [--out Training/results/real]
 """
@@ -25,9 +28,10 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
-from evaluate_real_scans import checks_main, grid, real_scans, reference_based  # noqa: E402
+from evaluate_real_scans import checks_main, grid, real_scans, reference_based, unit  # noqa: E402
 
 from MedTranslateLib import translate_image  # noqa: E402
+from MedTranslateLib.metrics import head_mask  # noqa: E402
 from MedTranslateLib.simulate import kspace_motion, random_motion, rician_noise  # noqa: E402
 
 SCANS = ("colin27", "colin27_stripped", "brain1", "brain2")
@@ -35,6 +39,7 @@ MOVES = 4
 MAX_ROTATION_DEG = 5.0
 MAX_SHIFT_MM = 5.0
 SEED = 2024
+FINE_DETAIL_EROSION_VOXELS = 3  # fine detail is measured this far inside the head, away from its outline
 
 
 def moved_scan(image: sitk.Image, seed: int) -> sitk.Image:
@@ -49,8 +54,27 @@ def moved_scan(image: sitk.Image, seed: int) -> sitk.Image:
     return out
 
 
+def fine_detail(volume: np.ndarray, head: np.ndarray) -> float:
+    """Standard deviation of (Z, Y, X) `volume`, scaled by its 0.5/99.5 percentiles in `head`, minus its 1-voxel
+    in-plane Gaussian smoothing, inside `head` eroded by FINE_DETAIL_EROSION_VOXELS: the fine structure (and
+    noise) that a correction keeps or removes."""
+    scaled = unit(volume.astype(np.float64), head)
+    inner = ndimage.binary_erosion(head, iterations=FINE_DETAIL_EROSION_VOXELS)
+    return float((scaled - ndimage.gaussian_filter(scaled, (0.0, 1.0, 1.0)))[inner].std())
+
+
+def correction_r(candidate: np.ndarray, moved: np.ndarray, clean: np.ndarray, head: np.ndarray) -> float:
+    """Pearson r, inside `head`, of the candidate's change to the moved scan with the true correction
+    (clean - moved); 0 for a candidate that changes nothing."""
+    change, truth = (candidate - moved)[head], (clean - moved)[head]
+    if change.std() == 0.0 or truth.std() == 0.0:
+        return 0.0
+    return float(np.corrcoef(change, truth)[0, 1])
+
+
 def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
-    """{scan: {model or baseline: SSIM, PSNR, MAE against the clean scan}}; the grid picture to `picture`."""
+    """{scan: {"scan": its spacing and the clean scan's fine detail; model or baseline: SSIM, PSNR, MAE against the
+    clean scan, fine detail, correction r}}; the grid picture to `picture`."""
     card = model.card
     if card.task != "motion-correction":
         raise SystemExit(f"{card.id}: this script checks motion-correction models, not {card.task}")
@@ -64,11 +88,16 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
         output = sitk.GetArrayFromImage(translate_image(moved, model, device="cpu")).astype(np.float64)
         candidates = {"model": output, "identity": source,
                       "gaussian": ndimage.gaussian_filter(source, (0.0, 0.5, 0.5))}
-        results[name] = {"scan": {"spacing_mm": [round(float(v), 3) for v in image.GetSpacing()]},
-                         **{key: reference_based(volume, clean) for key, volume in candidates.items()}}
+        head = head_mask(clean)
+        results[name] = {"scan": {"spacing_mm": [round(float(v), 3) for v in image.GetSpacing()],
+                                  "fine_detail": fine_detail(clean, head)},
+                         **{key: {**reference_based(volume, clean), "fine_detail": fine_detail(volume, head),
+                                  "correction_r": correction_r(volume, source, clean, head)}
+                            for key, volume in candidates.items()}}
         pictures.append((name, image.GetSpacing(), {"input": source, **candidates, "reference": clean}))
-        print(f"{card.id} {name}: " + ", ".join(f"{k} SSIM {v['ssim']:.3f} MAE {v['mae']:.4f}"
-                                                 for k, v in results[name].items() if k != "scan"), flush=True)
+        scores = ", ".join(f"{k} SSIM {v['ssim']:.3f} MAE {v['mae']:.4f} detail {v['fine_detail']:.3f} "
+                           f"r {v['correction_r']:.2f}" for k, v in results[name].items() if k != "scan")
+        print(f"{card.id} {name}: {scores}, clean detail {results[name]['scan']['fine_detail']:.3f}", flush=True)
     grid([(n, s, {k: v for k, v in volumes.items() if k != "identity"}) for n, s, volumes in pictures],
          f"{card.id} {card.version}", picture)
     return results
