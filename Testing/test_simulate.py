@@ -144,6 +144,23 @@ def test_tissue_texture_is_fine_structure_of_the_drawn_amplitude_centred_on_one(
     assert np.array_equal(simulate.tissue_texture((4, 8, 8), np.random.default_rng(1), 0.0, 1.0), np.ones((4, 8, 8)))
 
 
+def test_sheet_texture_draws_thin_lines_of_the_drawn_amplitude_and_sign():
+    """Most voxels stay untouched; the lines reach 1 + amplitude and are thin: two voxels away across them (in
+    one of the four in-plane directions) the field is back near 1. A negative amplitude draws the same lines dark."""
+    bright = simulate.sheet_texture((24, 64, 64), np.random.default_rng(0), 0.3, 3.0, 0.6)
+    assert bright.shape == (24, 64, 64) and bright.dtype == np.float32
+    assert np.median(bright) == pytest.approx(1.0, abs=0.01) and bright.max() == pytest.approx(1.3, abs=1e-4)
+    assert 0.05 < (bright > 1.15).mean() < 0.3
+    z, y, x = np.nonzero(bright[:, 2:-2, 2:-2] > 1.27)
+    y, x = y + 2, x + 2
+    across = np.min([bright[z, y + 2, x], bright[z, y - 2, x], bright[z, y, x + 2], bright[z, y, x - 2]], axis=0)
+    assert len(z) > 1000 and across.mean() < 1.05
+    dark = simulate.sheet_texture((24, 64, 64), np.random.default_rng(0), -0.3, 3.0, 0.6)
+    assert np.allclose(dark - 1.0, -(bright - 1.0), atol=1e-6) and dark.min() >= 0.0
+    assert np.array_equal(simulate.sheet_texture((4, 8, 8), np.random.default_rng(1), 0.0, 2.0, 0.5),
+                          np.ones((4, 8, 8)))
+
+
 def test_rician_noise_floor_and_gamma():
     rng = np.random.default_rng(0)
     noisy = simulate.rician_noise(np.zeros((2, 64, 64), np.float32), 1.0, rng)

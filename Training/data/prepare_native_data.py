@@ -24,7 +24,9 @@ random stream so that the volumes above stay as they were:
   axis), in-plane blur and noise of 3-20 HU; the target a sharp spin-echo T1 (TR 500 / TE 15 ms, nominal tissues);
 - `t1_motion` -> `t1_motion_target` (motion correction): a still T1 of random contrast (spin-echo, random
   per-tissue intensities, or the real 2009a brain set in the simulated head), fine texture within tissues
-  (simulate.tissue_texture: up to 15 %, as real scans show and smooth maps lack), gamma, bias field and (50 %) a
+  (simulate.tissue_texture: speckle of up to 15 %, and simulate.sheet_texture: thin bright or dark sheets of up to
+  35 %, which slices cut as sharp curved lines like sulci and vessels; real scans show both, smooth maps neither),
+  gamma, bias field and (50 %) a
   coarser resolution (scan_resolution), shared by target and input; the input moved in k-space
   (MedTranslateLib.simulate.motion: 2-6 moves of up to 6 degrees and 6 mm, axial slices, each slice its own moves
   or one history for all), or not at all (MOTION_STILL); half of the coarser-resolution pairs are
@@ -99,6 +101,11 @@ MOTION_SLICE_AXIS = 0  # motion pairs are acquired as axial slices, the one plan
 # not, and without it the network took fine structure for noise and smoothed real scans (motion 2.5)
 MOTION_TEXTURE = (0.0, 0.15)  # the range of its amplitude (simulate.tissue_texture)
 MOTION_TEXTURE_SIGMA_VOXELS = (0.5, 1.5)  # the range of its smoothing
+# sharp curved lines within tissues (sulci, vessels), shared by input and target alike: with speckle alone the
+# network still removed the fine edges of real scans (motion 2.7); simulate.sheet_texture's ranges:
+MOTION_SHEETS = (-0.35, 0.35)  # its amplitude: dark (sulci) or bright (vessels, as after contrast) lines
+MOTION_SHEETS_SCALE_VOXELS = (2.0, 5.0)  # the smoothing of the noise whose zero level set draws them: their spacing
+MOTION_SHEETS_WIDTH_VOXELS = (0.4, 1.0)  # their half-width
 MOTION_STILL = 0.15  # the share of motion pairs whose input did not move: a still scan must come back as it is
 ACQUIRED_COARSE = 0.5  # of the motion pairs at a coarser resolution, the share acquired (and moved) on a grid
 ACQUISITION_FACTOR = 2  # that many times coarser (2 mm), as the 2 mm and thick-slice real scans are acquired
@@ -203,9 +210,14 @@ def head_volumes(deformed: np.ndarray, brain: np.ndarray, real_t1: np.ndarray, k
     draws.update(motion_input=kind, motion_contrast=contrast, motion_gamma=float(rng.uniform(0.75, 1.35)),
                  motion_bias=float(rng.uniform(0.0, 0.15)), motion_noise=float(rng.uniform(0.0, 0.03)),
                  motion_texture=float(rng.uniform(*MOTION_TEXTURE)),
-                 motion_texture_sigma_voxels=float(rng.uniform(*MOTION_TEXTURE_SIGMA_VOXELS)))
+                 motion_texture_sigma_voxels=float(rng.uniform(*MOTION_TEXTURE_SIGMA_VOXELS)),
+                 motion_sheets=float(rng.uniform(*MOTION_SHEETS)),
+                 motion_sheets_scale_voxels=float(rng.uniform(*MOTION_SHEETS_SCALE_VOXELS)),
+                 motion_sheets_width_voxels=float(rng.uniform(*MOTION_SHEETS_WIDTH_VOXELS)))
     clean = clean * simulate.tissue_texture(clean.shape, rng, draws["motion_texture"],
                                             draws["motion_texture_sigma_voxels"])
+    clean = clean * simulate.sheet_texture(clean.shape, rng, draws["motion_sheets"],
+                                           draws["motion_sheets_scale_voxels"], draws["motion_sheets_width_voxels"])
     clean = simulate.gamma(np.clip(clean, 0.0, None), draws["motion_gamma"]) * keep
     clean = clean * simulate.bias_field(clean.shape, rng, draws["motion_bias"])
     clean, resolution = scan_resolution(clean, rng)
