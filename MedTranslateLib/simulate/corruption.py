@@ -17,12 +17,17 @@ def bias_field(shape: Sequence[int], rng: np.random.Generator, strength: float, 
     return np.exp(field[tuple(slice(0, s) for s in shape)]).astype(np.float32)
 
 
+def smoothed_noise(shape: Sequence[int], rng: np.random.Generator, sigma_voxels: float) -> np.ndarray:
+    """(Z, Y, X) float32 white noise smoothed by a Gaussian of `sigma_voxels`: the seed of both textures."""
+    return ndimage.gaussian_filter(rng.standard_normal(size=tuple(shape), dtype=np.float32), sigma_voxels)
+
+
 def tissue_texture(shape: Sequence[int], rng: np.random.Generator, amplitude: float,
                    sigma_voxels: float) -> np.ndarray:
     """(Z, Y, X) multiplicative field 1 + amplitude * f, f white noise smoothed by a Gaussian of `sigma_voxels`
     and scaled to unit standard deviation (clipped at 0): fine structure within tissues (small vessels, sulci,
     partial volumes) that a real scan shows and a clean scan of the same head keeps, unlike noise."""
-    field = ndimage.gaussian_filter(rng.standard_normal(size=tuple(shape), dtype=np.float32), sigma_voxels)
+    field = smoothed_noise(shape, rng, sigma_voxels)
     field /= max(float(field.std()), 1e-12)
     return np.clip(1.0 + amplitude * field, 0.0, None).astype(np.float32, copy=False)
 
@@ -32,11 +37,11 @@ def sheet_texture(shape: Sequence[int], rng: np.random.Generator, amplitude: flo
     """(Z, Y, X) multiplicative field 1 + amplitude * exp(-d² / 2 width²), d the distance in voxels to the zero
     level set of white noise smoothed by a Gaussian of `scale_voxels`: thin folded sheets, which every slice cuts
     as sharp curved lines (sulci, vessels, the edges of small structures). A negative amplitude draws them dark."""
-    field = ndimage.gaussian_filter(rng.standard_normal(size=tuple(shape), dtype=np.float32), scale_voxels)
+    field = smoothed_noise(shape, rng, scale_voxels)
     slope = np.sqrt(sum(g * g for g in np.gradient(field)))
     distance = field / np.maximum(slope, float(np.mean(slope)) * 0.1)  # |f| / |grad f|: near the level set
     lines = np.exp(-0.5 * (distance / width_voxels) ** 2)
-    return np.clip(1.0 + amplitude * lines, 0.0, None).astype(np.float32)
+    return np.clip(1.0 + amplitude * lines, 0.0, None).astype(np.float32, copy=False)
 
 
 def rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
