@@ -220,18 +220,22 @@ def test_init_from_starts_every_network_from_another_run_and_the_card_says_so(sl
 
 # ------------------------------------------------------------------------------------ signals and the guard
 
-def test_sigterm_writes_checkpoint(slabs, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "workers"])
+def test_sigterm_writes_checkpoint(slabs, tmp_path, workers):
+    """SIGTERM to the run's whole process group, as `timeout`, a batch scheduler or Ctrl-C (SIGINT) send it: the
+    DataLoader workers keep serving batches until the run has written its checkpoint."""
     out = tmp_path / "run"
     args = ["train", str(CONFIGS / "unet_l2_ct_mr.toml")]
-    for item in overrides("unet_l2", slabs, out, "optim.steps=100000", "train.log_every=1"):
+    for item in overrides("unet_l2", slabs, out, "optim.steps=100000", "train.log_every=1",
+                          f"data.workers={workers}"):
         args += ["--set", item]
     process = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
-                               env=single_threaded_env())
+                               env=single_threaded_env(), start_new_session=True)
     try:
         for line in process.stdout:
             if line.startswith("step "):
                 break
-        process.send_signal(signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
@@ -240,6 +244,40 @@ def test_sigterm_writes_checkpoint(slabs, tmp_path):
     (checkpoint,) = list_checkpoints(checkpoint_folder(out))
     state = load_checkpoint(checkpoint)
     assert 1 <= state["step"] < 100000 and set(state["networks"]) == {"G"}
+
+
+def test_budget_overrides_spread_validations_and_checkpoints_over_the_run():
+    sys.path.insert(0, str(REPO / "Training" / "tools"))
+    from train_for import budget_overrides
+
+    assert budget_overrides(10.0, 100.0, 0.8, 0.5, 20, 4) == [
+        "optim.steps=800", "optim.decay_start=400", "train.val_every=40", "train.checkpoint_every=200",
+        "train.keep_checkpoints=4"]
+    assert budget_overrides(42.7, 300.0, 0.8, 0.5, 20, 4)[:4] == [  # the H200 run of Training/README.md
+        "optim.steps=10248", "optim.decay_start=5124", "train.val_every=512", "train.checkpoint_every=2560"]
+    assert budget_overrides(1.0, 3.0, 1.0, 1.0, 20, 4) == [  # shorter than the validations asked for
+        "optim.steps=3", "optim.decay_start=3", "train.val_every=1", "train.checkpoint_every=1",
+        "train.keep_checkpoints=4"]
+
+
+def test_train_for_fits_the_steps_to_the_time_budget(slabs, tmp_path):
+    """Training/tools/train_for.py times the config's train_step here and runs as many steps as its budget holds,
+    decaying from the config's fraction, validations and kept checkpoints spread over the run."""
+    out = tmp_path / "run"
+    args = [sys.executable, str(REPO / "Training" / "tools" / "train_for.py"), str(CONFIGS / "unet_l2_ct_mr.toml"),
+            "--seconds", "2", "--probe-seconds", "0.5", "--validations", "4", "--checkpoints", "2"]
+    for item in overrides("unet_l2", slabs, out, "optim.steps=100", "optim.decay_start=25"):
+        args += ["--set", item]
+    result = subprocess.run(args, capture_output=True, encoding="utf-8", env=single_threaded_env(), timeout=300)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    steps = int(plan["steps_per_s"] * 2 * 0.8)
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["optim"]["steps"] == steps >= 8 and config["optim"]["decay_start"] == int(steps * 0.25)
+    assert config["train"]["val_every"] == steps // 4 and config["train"]["keep_checkpoints"] == 2
+    assert f"finished {steps} steps" in result.stdout
+    assert len(list_checkpoints(checkpoint_folder(out))) == 2
+    assert len((out / "validation.csv").read_text(encoding="utf-8").splitlines()) - 1 in (4, 5)  # + the last step
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(slabs, tmp_path, capsys):

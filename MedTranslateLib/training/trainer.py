@@ -328,7 +328,7 @@ class Trainer:
                                    seed=config.train.seed, drop_last=True)
         indices = list(iter(order))[self.start_step * batch:]
         return iter(DataLoader(dataset, batch_size=batch, sampler=indices, num_workers=config.data.workers,
-                               collate_fn=collate, drop_last=True))
+                               collate_fn=collate, drop_last=True, worker_init_fn=_ignore_stop_signals))
 
     # ================================================================================================ loop
     def _loop(self) -> TrainResult:
@@ -646,6 +646,14 @@ class Trainer:
 
 
 # ================================================================================================ helpers
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker ignores SIGINT and SIGTERM: `timeout`, batch schedulers and Ctrl-C signal the whole
+    process group, and the run keeps drawing batches until its checkpoint is written; `_close_loader` (or the
+    workers' watch on their parent) ends them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
 
 def _close_loader(batches: Any) -> None:
     """Stop DataLoader worker processes now rather than whenever the iterator is collected."""
