@@ -2,12 +2,19 @@
 the training subjects of Training/data/prepare_native_data.py built from them."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from MedTranslateLib.simulate import TISSUES
 from MedTranslateLib.simulate.deform import deform, random_deformation
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +176,29 @@ def test_motion_pairs_move_within_axial_slices_only(seed):
     assert MOTION_SLICE_AXIS == 0 and draws["slice_axis"] == 0 and draws["motion"] in ("each slice", "one history")
     assert np.abs(np.delete(moved, 3, axis=0)).max() < 1e-5  # nothing leaks into the other slices
     assert np.abs(moved[3] - head[3]).max() > 0.05  # and the slice itself moved
+
+
+def test_saved_anatomy_is_the_templates_in_8_bits_and_replaces_them(anatomy, tmp_path):
+    """--save-anatomy's file (what a lent GPU machine receives beside SimpleITK's 53 MB wheel, within 64 MiB)
+    reads back as the templates' anatomy to within its 8-bit steps, and MEDTRANSLATE_ANATOMY makes
+    load_anatomy read it."""
+    from prepare_native_data import ANATOMY_VARIABLE, read_saved_anatomy, save_anatomy
+
+    path = tmp_path / "anatomy"
+    save_anatomy(path)
+    assert path.stat().st_size < 11 * 2**20
+    grid, tissues, brain, real_t1 = anatomy
+    saved_grid, saved_tissues, saved_brain, saved_t1 = read_saved_anatomy(path)
+    for name in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        assert getattr(saved_grid, name)() == getattr(grid, name)()
+    assert saved_tissues.dtype == np.float32 and saved_tissues.shape == tissues.shape
+    np.testing.assert_allclose(saved_tissues.sum(axis=0), 1.0, atol=1e-5)
+    assert np.abs(saved_tissues - tissues).max() < 3.0 / 255.0  # a 1/510 rounding, then renormalised
+    assert np.abs(saved_brain - brain).max() <= 0.5 / 255.0 + 1e-6
+    np.testing.assert_allclose(saved_t1, real_t1, rtol=1e-3, atol=1e-3)  # float16
+    probe = ("from prepare_native_data import load_anatomy; g, t, b, r = load_anatomy(); "
+             "print(t.dtype, round(float(abs(t.sum(axis=0) - 1).max()), 4), r.dtype)")
+    env = dict(os.environ, **{ANATOMY_VARIABLE: str(path)})
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO / "Training" / "data", env=env,
+                         capture_output=True, encoding="utf-8", timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["float32", "0.0", "float32"], out.stderr

@@ -55,13 +55,16 @@ the new ones; --redo-pet and --redo-head draw the PET or whole-head volumes of t
 change to their simulation).
 
     python Training/data/prepare_native_data.py [--out Training/data/native] [--subjects 24] [--test 6] [--redo-pet]
-        [--redo-head]
+        [--redo-head] [--only-head] [--workers 2]
+    python Training/data/prepare_native_data.py --save-anatomy FILE    # the templates' anatomy, 8 bits, ~10 MB
+    python Training/data/prepare_native_data.py --anatomy FILE ...     # subjects from it (no template packages)
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -110,6 +113,7 @@ MOTION_STILL = 0.15  # the share of motion pairs whose input did not move: a sti
 ACQUIRED_COARSE = 0.5  # of the motion pairs at a coarser resolution, the share acquired (and moved) on a grid
 ACQUISITION_FACTOR = 2  # that many times coarser (2 mm), as the 2 mm and thick-slice real scans are acquired
 TEST_SEED_OFFSET = 10_000
+ANATOMY_VARIABLE = "MEDTRANSLATE_ANATOMY"  # load_anatomy reads this save_anatomy file instead of the templates
 AIR = simulate.TISSUES.index("air")
 BONE = simulate.TISSUES.index("bone")
 
@@ -117,11 +121,41 @@ BONE = simulate.TISSUES.index("bone")
 @functools.lru_cache(maxsize=1)
 def load_anatomy() -> Tuple[sitk.Image, np.ndarray, np.ndarray, np.ndarray]:
     """The 2009a grid, the head's (6, Z, Y, X) tissue maps, its brain mask and the real 2009a T1 (read once per
-    process; callers treat the arrays as read-only)."""
+    process; callers treat the arrays as read-only): from the templates, or from the file that the environment
+    variable ANATOMY_VARIABLE names (save_anatomy's, on a machine without the template packages)."""
+    saved = os.environ.get(ANATOMY_VARIABLE)
+    if saved:
+        return read_saved_anatomy(Path(saved))
     t1, gm, wm = (sitk.ReadImage(str(fetch_mni2009(kind=kind)), sitk.sitkFloat32) for kind in ("t1", "gm", "wm"))
     (tpm,) = fetch_spm(volumes=["tpm/TPM.nii"])
     tissues, brain = head_tissues(t1, gm, wm, sitk.ReadImage(str(tpm), sitk.sitkFloat32))
     return t1, tissues, brain, sitk.GetArrayFromImage(t1)
+
+
+def save_anatomy(path: Path) -> None:
+    """The templates' anatomy in about 10 MB (a lent GPU machine receives 64 MiB and has no template packages):
+    tissue maps and brain mask in 8 bits (steps of 1/255), the real T1 in float16, the grid's geometry."""
+    grid, tissues, brain, real_t1 = load_anatomy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:  # a file object: savez would add .npz to a name without it
+        np.savez_compressed(handle, tissues=np.round(tissues * 255.0).astype(np.uint8),
+                            brain=np.round(brain * 255.0).astype(np.uint8), real_t1=real_t1.astype(np.float16),
+                            spacing=np.array(grid.GetSpacing()), origin=np.array(grid.GetOrigin()),
+                            direction=np.array(grid.GetDirection()))
+
+
+def read_saved_anatomy(path: Path) -> Tuple[sitk.Image, np.ndarray, np.ndarray, np.ndarray]:
+    """load_anatomy's tuple from save_anatomy's file; the tissue maps renormalised to sum to 1."""
+    with np.load(path) as saved:
+        tissues = saved["tissues"].astype(np.float32) / 255.0
+        tissues /= np.maximum(tissues.sum(axis=0, keepdims=True), 1e-6)
+        brain = saved["brain"].astype(np.float32) / 255.0
+        real_t1 = saved["real_t1"].astype(np.float32)
+        grid = sitk.GetImageFromArray(real_t1)
+        grid.SetSpacing([float(v) for v in saved["spacing"]])
+        grid.SetOrigin([float(v) for v in saved["origin"]])
+        grid.SetDirection([float(v) for v in saved["direction"]])
+    return grid, tissues, brain, real_t1
 
 
 def t1_contrast(kind: str, tissues: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Dict[str, Any]]:
@@ -407,6 +441,11 @@ def redo_targets(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     return draws
 
 
+def write_head_subject(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
+    """Only the whole-head volumes (HEAD_VOLUMES) of a new subject, from its seed (--only-head); its plan entry."""
+    return {"split": split, "name": name, "seed": seed, "head": redo_head(out, split, name, seed)}
+
+
 def draws_recorded(entry: Dict[str, Any], draws: Dict[str, Any]) -> bool:
     """Whether `draws` are what the subject's dataset.json `entry` records (compared as JSON: tuples are lists)."""
     return all(entry.get(name) == value for name, value in json.loads(json.dumps(draws)).items())
@@ -431,18 +470,31 @@ def main() -> int:
                         help="draw the kept subjects' whole-head volumes (CT -> T1, motion) again")
     parser.add_argument("--redo-targets", action="store_true",
                         help="render the kept subjects' MR targets (T2, PD) again")
+    parser.add_argument("--only-head", action="store_true",
+                        help="prepare only the whole-head volumes (CT -> T1, motion) of new subjects")
+    parser.add_argument("--save-anatomy", type=Path, default=None, metavar="FILE",
+                        help="write the templates' anatomy to FILE in about 10 MB (8 bits) and stop")
+    parser.add_argument("--anatomy", type=Path, default=None, metavar="FILE",
+                        help="build the subjects from --save-anatomy's FILE instead of the templates")
     args = parser.parse_args()
+    if args.save_anatomy:
+        save_anatomy(args.save_anatomy)
+        print(f"anatomy saved to {args.save_anatomy} ({args.save_anatomy.stat().st_size / 2**20:.1f} MiB)")
+        return 0
+    if args.anatomy:  # the worker processes inherit it
+        os.environ[ANATOMY_VARIABLE] = str(args.anatomy.resolve())
     jobs = [("train", f"subj{i:03d}", i) for i in range(args.subjects)]
     jobs += [("test", f"test{i:03d}", TEST_SEED_OFFSET + i) for i in range(args.test)]
     listed = args.out / "dataset.json"
+    needed = HEAD_VOLUMES if args.only_head else BRAIN_VOLUMES + HEAD_VOLUMES + PET_VOLUMES
     done = {entry["name"]: entry for entry in
             (json.loads(listed.read_text(encoding="utf-8"))["plan"] if listed.is_file() else [])
-            if all((args.out / entry["split"] / key / f"{entry['name']}.nii.gz").is_file()
-                   for key in BRAIN_VOLUMES + HEAD_VOLUMES + PET_VOLUMES)}
+            if all((args.out / entry["split"] / key / f"{entry['name']}.nii.gz").is_file() for key in needed)}
     todo = [job for job in jobs if job[1] not in done]
     start = time.time()
+    make = write_head_subject if args.only_head else write_subject
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        made = {entry["name"]: entry for entry in pool.map(write_subject, [args.out] * len(todo), *zip(*todo))} \
+        made = {entry["name"]: entry for entry in pool.map(make, [args.out] * len(todo), *zip(*todo))} \
             if todo else {}
         kept = [(entry["split"], entry["name"], entry["seed"]) for entry in done.values()]
         for key, redo in (("pet", redo_pet), ("head", redo_head), ("targets", redo_targets)):
