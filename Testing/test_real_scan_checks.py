@@ -261,7 +261,7 @@ def test_motion_moves_a_scan_on_its_grid_and_failures_name_the_baseline_beaten()
 
 
 def test_motion_diagnostics_see_detail_removed_and_whether_a_change_follows_the_true_correction():
-    from real_scans_motion import correction_r, fine_detail
+    from real_scans_motion import correction_r, detail_region, fine_detail
 
     rng = np.random.default_rng(0)
     z, y, x = np.indices((12, 48, 48))
@@ -269,9 +269,11 @@ def test_motion_diagnostics_see_detail_removed_and_whether_a_change_follows_the_
     clean = np.where(head, 100.0 + 20.0 * rng.standard_normal(head.shape), 0.0)  # fine structure in the head
     moved = clean + 10.0 * np.sin(x / 3.0) * head  # a smooth error: not fine detail
     smoothed = ndimage.gaussian_filter(moved, (0.0, 1.0, 1.0))
-    assert fine_detail(smoothed, head) < 0.5 * fine_detail(moved, head)
-    assert fine_detail(moved, head) == pytest.approx(fine_detail(clean, head), rel=0.1)
-    assert fine_detail(3.0 * clean + 7.0, head) == pytest.approx(fine_detail(clean, head))  # scale-free
+    region = detail_region(head)
+    assert fine_detail(smoothed, head, region) < 0.5 * fine_detail(moved, head, region)
+    assert fine_detail(moved, head, region) == pytest.approx(fine_detail(clean, head, region), rel=0.1)
+    # scale-free
+    assert fine_detail(3.0 * clean + 7.0, head, region) == pytest.approx(fine_detail(clean, head, region))
     assert correction_r(clean, moved, clean, head) == pytest.approx(1.0)
     assert correction_r(2.0 * moved - clean, moved, clean, head) == pytest.approx(-1.0)  # the error doubled
     assert correction_r(moved, moved, clean, head) == 0.0  # identity changes nothing

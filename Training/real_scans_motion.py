@@ -54,13 +54,17 @@ def moved_scan(image: sitk.Image, seed: int) -> sitk.Image:
     return out
 
 
-def fine_detail(volume: np.ndarray, head: np.ndarray) -> float:
+def detail_region(head: np.ndarray) -> np.ndarray:
+    """(Z, Y, X) `head` eroded by FINE_DETAIL_EROSION_VOXELS: where fine_detail measures, once per scan."""
+    return ndimage.binary_erosion(head, iterations=FINE_DETAIL_EROSION_VOXELS)
+
+
+def fine_detail(volume: np.ndarray, head: np.ndarray, region: np.ndarray) -> float:
     """Standard deviation of (Z, Y, X) `volume`, scaled by its 0.5/99.5 percentiles in `head`, minus its 1-voxel
-    in-plane Gaussian smoothing, inside `head` eroded by FINE_DETAIL_EROSION_VOXELS: the fine structure (and
-    noise) that a correction keeps or removes."""
+    in-plane Gaussian smoothing, inside `region` (detail_region of `head`): the fine structure (and noise) that a
+    correction keeps or removes."""
     scaled = unit(volume.astype(np.float64), head)
-    inner = ndimage.binary_erosion(head, iterations=FINE_DETAIL_EROSION_VOXELS)
-    return float((scaled - ndimage.gaussian_filter(scaled, (0.0, 1.0, 1.0)))[inner].std())
+    return float((scaled - ndimage.gaussian_filter(scaled, (0.0, 1.0, 1.0)))[region].std())
 
 
 def correction_r(candidate: np.ndarray, moved: np.ndarray, clean: np.ndarray, head: np.ndarray) -> float:
@@ -89,9 +93,10 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
         candidates = {"model": output, "identity": source,
                       "gaussian": ndimage.gaussian_filter(source, (0.0, 0.5, 0.5))}
         head = head_mask(clean)
+        region = detail_region(head)
         results[name] = {"scan": {"spacing_mm": [round(float(v), 3) for v in image.GetSpacing()],
-                                  "fine_detail": fine_detail(clean, head)},
-                         **{key: {**reference_based(volume, clean), "fine_detail": fine_detail(volume, head),
+                                  "fine_detail": fine_detail(clean, head, region)},
+                         **{key: {**reference_based(volume, clean), "fine_detail": fine_detail(volume, head, region),
                                   "correction_r": correction_r(volume, source, clean, head)}
                             for key, volume in candidates.items()}}
         pictures.append((name, image.GetSpacing(), {"input": source, **candidates, "reference": clean}))
