@@ -237,10 +237,12 @@ def test_ct_to_t1_checks_find_the_tissues_of_a_ct_and_the_order_of_a_t1(phantom)
     assert render["order"] and render["bone_dark"]
 
 
-def test_motion_moves_a_scan_on_its_grid_and_failures_name_the_baseline_beaten():
+def test_motion_moves_a_scan_on_its_grid_in_two_parts_and_failures_name_the_baseline_beaten():
     import SimpleITK as sitk
-    from real_scans_motion import moved_scan, real_scan_baseline_losses as motion_losses, \
-        real_scan_failures as motion_failures
+    from real_scans_motion import (MAX_ROTATION_DEG, MAX_SHIFT_MM, MOVES, acquisitions, moved_scan,
+                                   real_scan_baseline_losses as motion_losses, real_scan_failures as motion_failures)
+
+    from MedTranslateLib.simulate import kspace_motion, random_motion
 
     rng = np.random.default_rng(0)
     clean = ndimage.gaussian_filter(rng.random((8, 64, 64)).astype(np.float32), 2) * 1000
@@ -253,6 +255,16 @@ def test_motion_moves_a_scan_on_its_grid_and_failures_name_the_baseline_beaten()
     difference = np.abs(sitk.GetArrayFromImage(moved) - clean).mean()
     assert difference > 0.01 * clean.mean()  # ghosting and noise, not a copy
     np.testing.assert_array_equal(sitk.GetArrayFromImage(moved_scan(image, seed=3)), sitk.GetArrayFromImage(moved))
+    # its two parts: the same motion without noise, and the still scan with the very same noise draw
+    parts = acquisitions(image, seed=3)
+    np.testing.assert_array_equal(parts["moved"], sitk.GetArrayFromImage(moved))
+    rng = np.random.default_rng(3)
+    events = random_motion(rng, MOVES, MAX_ROTATION_DEG, MAX_SHIFT_MM / 0.8)
+    np.testing.assert_array_equal(parts["motion_only"], kspace_motion(clean, events, phase_axis=0))
+    sigma = 0.01 * float(np.percentile(parts["motion_only"], 99.5))
+    real, imaginary = rng.normal(0.0, sigma, clean.shape), rng.normal(0.0, sigma, clean.shape)
+    np.testing.assert_allclose(parts["moved"], np.hypot(parts["motion_only"] + real, imaginary), rtol=1e-5)
+    np.testing.assert_allclose(parts["noise_only"], np.hypot(clean + real, imaginary), rtol=1e-5)
     better, worse = {"ssim": 0.9, "mae": 0.01}, {"ssim": 0.8, "mae": 0.02}
     assert motion_failures({"a": {"scan": {}, "model": better, "identity": worse},
                             "b": {"scan": {}, "model": worse, "identity": better}}) == ["b against identity"]

@@ -11,12 +11,14 @@ its own 0.5/99.5 percentiles). Baselines: identity (the moved scan itself) and t
 Gaussian of 0.5 voxels in-plane (what light denoising alone gives).
 Reported beside them, not checked: each image's fine detail (`fine_detail`; the clean scan's under "scan") and
 how its change from the moved scan follows the true correction (`correction_r`), the two measures that showed why
-the motion models lost on real scans (Training/README.md).
+the motion models lost on real scans (Training/README.md); and under "scan", the scores of the moved scan's two
+parts (`acquisitions`): the motion alone and the noise alone, which say how much of the damage is the motion.
 
     .venv/bin/python Training/real_scans_motion.py --model ID_OR_PATH [--out Training/results/real]
 """
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -42,14 +44,24 @@ SEED = 2024
 FINE_DETAIL_EROSION_VOXELS = 3  # fine detail is measured this far inside the head, away from its outline
 
 
-def moved_scan(image: sitk.Image, seed: int) -> sitk.Image:
-    """`image` with rigid motion in k-space (module docstring), on its own grid."""
+def acquisitions(image: sitk.Image, seed: int) -> Dict[str, np.ndarray]:
+    """(Z, Y, X) float32 arrays of `image` acquired with rigid motion in k-space and noise (module docstring):
+    "moved" (both, what a model gets), and its two parts: "motion_only" (the same motion, no noise) and
+    "noise_only" (the still scan with the very same noise draw: what a perfect motion correction that keeps the
+    noise would give)."""
     clean = sitk.GetArrayFromImage(image).astype(np.float32)
     rng = np.random.default_rng(seed)
     events = random_motion(rng, MOVES, MAX_ROTATION_DEG, MAX_SHIFT_MM / float(image.GetSpacing()[0]))
-    moved = kspace_motion(clean, events, phase_axis=0)
-    moved = rician_noise(moved, 0.01 * float(np.percentile(moved, 99.5)), rng)
-    out = sitk.GetImageFromArray(moved)
+    motion_only = kspace_motion(clean, events, phase_axis=0)
+    sigma = 0.01 * float(np.percentile(motion_only, 99.5))
+    noise_rng = copy.deepcopy(rng)
+    return {"moved": rician_noise(motion_only, sigma, rng), "motion_only": motion_only,
+            "noise_only": rician_noise(clean, sigma, noise_rng)}
+
+
+def moved_scan(image: sitk.Image, seed: int) -> sitk.Image:
+    """`image` with rigid motion in k-space and noise (acquisitions' "moved"), on its own grid."""
+    out = sitk.GetImageFromArray(acquisitions(image, seed)["moved"])
     out.CopyInformation(image)
     return out
 
@@ -86,23 +98,29 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
     scans = real_scans()
     for offset, name in enumerate(SCANS):
         image = scans[name]
-        moved = moved_scan(image, SEED + offset)
+        parts = acquisitions(image, SEED + offset)
+        moved = sitk.GetImageFromArray(parts["moved"])
+        moved.CopyInformation(image)
         clean = sitk.GetArrayFromImage(image).astype(np.float64)
-        source = sitk.GetArrayFromImage(moved).astype(np.float64)
+        source = parts["moved"].astype(np.float64)
         output = sitk.GetArrayFromImage(translate_image(moved, model, device="cpu")).astype(np.float64)
         candidates = {"model": output, "identity": source,
                       "gaussian": ndimage.gaussian_filter(source, (0.0, 0.5, 0.5))}
         head = head_mask(clean)
         region = detail_region(head)
         results[name] = {"scan": {"spacing_mm": [round(float(v), 3) for v in image.GetSpacing()],
-                                  "fine_detail": fine_detail(clean, head, region)},
+                                  "fine_detail": fine_detail(clean, head, region),
+                                  **{part: reference_based(parts[part].astype(np.float64), clean)
+                                     for part in ("motion_only", "noise_only")}},
                          **{key: {**reference_based(volume, clean), "fine_detail": fine_detail(volume, head, region),
                                   "correction_r": correction_r(volume, source, clean, head)}
                             for key, volume in candidates.items()}}
         pictures.append((name, image.GetSpacing(), {"input": source, **candidates, "reference": clean}))
         scores = ", ".join(f"{k} SSIM {v['ssim']:.3f} MAE {v['mae']:.4f} detail {v['fine_detail']:.3f} "
                            f"r {v['correction_r']:.2f}" for k, v in results[name].items() if k != "scan")
-        print(f"{card.id} {name}: {scores}, clean detail {results[name]['scan']['fine_detail']:.3f}", flush=True)
+        scan = results[name]["scan"]
+        print(f"{card.id} {name}: {scores}, clean detail {scan['fine_detail']:.3f}; the motion alone SSIM "
+              f"{scan['motion_only']['ssim']:.3f}, the noise alone {scan['noise_only']['ssim']:.3f}", flush=True)
     grid([(n, s, {k: v for k, v in volumes.items() if k != "identity"}) for n, s, volumes in pictures],
          f"{card.id} {card.version}", picture)
     return results
