@@ -318,3 +318,26 @@ def test_pet_to_ct_checks_score_a_ct_against_its_transmission_image_above_the_ba
     assert not [loss for loss in pet_losses({"b": {**scan, "model": no_skull}}) if "HU" in loss]  # HU: warnings
     assert pet_losses({"a": {**scan, "model": right}}) == []
     assert pet_losses({"c": {**scan, "model": identity}}) == ["attenuation correlation on c"]
+
+
+def test_known_motion_operator_matches_the_simulation_and_its_inversion_undoes_most_of_the_motion():
+    """Training/tools/motion_known_inversion.py: its torch A is kspace_motion (rows), and fitting |A x| to the moved
+    image from the true motion brings x much closer to the still image than the moved image is."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training" / "tools"))
+    from motion_known_inversion import invert, operator
+
+    from MedTranslateLib.simulate import MotionEvent, kspace_motion
+
+    z, y, x = np.indices((4, 48, 40))
+    still = (((y - 24) / 18.0) ** 2 + ((x - 20) / 15.0) ** 2 < 1.0) * (1.0 + 0.5 * np.sin(y / 2.0 + z)) * 100.0
+    still = ndimage.gaussian_filter(still, (0, 1, 1)).astype(np.float32)
+    events = [MotionEvent(0.45, 5.0, (2.0, -1.5)), MotionEvent(0.6, -3.0, (-2.5, 2.0))]  # centre lines 22-28 still
+    moved = kspace_motion(still, events, phase_axis=0)
+    applied = operator(events, still.shape[1:])(torch.from_numpy(still)[:, None])[:, 0].numpy()
+    assert np.abs(applied - moved).mean() < 2e-3 * moved.mean()
+    assert np.abs(moved - still).mean() > 0.05 * still.mean()  # the motion is there to undo
+    estimate = invert(moved, events, steps=150)
+    assert estimate.shape == still.shape and estimate.min() >= 0.0
+    assert np.abs(estimate - still).mean() < 0.5 * np.abs(moved - still).mean()

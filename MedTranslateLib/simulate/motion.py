@@ -46,28 +46,49 @@ def _move(plane: np.ndarray, rotation_deg: float, shift: Sequence[float]) -> np.
     return ndimage.affine_transform(plane, matrix, offset=offset, order=1, mode="constant", cval=0.0)
 
 
-def kspace_motion(volume: np.ndarray, events: Sequence[MotionEvent], phase_axis: int = 0) -> np.ndarray:
-    """(Z, Y, X) magnitude image with motion; phase encoding along Y (phase_axis 0) or X (1) of each slice."""
-    out = np.empty(volume.shape, dtype=np.float32)
-    lines = volume.shape[1 + phase_axis]
+@dataclass(frozen=True)
+class Segment:
+    """Phase-encoding lines first..last-1 (of the centred k-space) acquired with the head at this pose, relative
+    to the reference pose (the segment holding the k-space centre, `reference` True, is at zero)."""
+
+    first: int
+    last: int
+    rotation_deg: float
+    shift_voxels: Tuple[float, float]  # (rows, columns)
+    reference: bool
+
+
+def motion_segments(events: Sequence[MotionEvent], lines: int) -> List[Segment]:
+    """The non-empty segments of `lines` phase-encoding lines that `events` cut, each with its pose relative to the
+    segment that holds the k-space centre (line lines // 2)."""
     centre_line = lines // 2
     boundaries = [0] + [int(round(e.start_fraction * lines)) for e in events] + [lines]
     poses = [None] + list(events)  # None: the reference pose, before the first move
-    # the segment holding the k-space centre defines the reference: undo its pose on every segment
     centre_segment = max(i for i in range(len(poses)) if boundaries[i] <= centre_line)
     reference = poses[centre_segment]
+    segments = []
+    for index, pose in enumerate(poses):
+        first, last = boundaries[index], boundaries[index + 1]
+        if last <= first:
+            continue
+        rotation = (pose.rotation_deg if pose else 0.0) - (reference.rotation_deg if reference else 0.0)
+        shift = np.subtract(pose.shift_voxels if pose else (0.0, 0.0),
+                            reference.shift_voxels if reference else (0.0, 0.0))
+        segments.append(Segment(first, last, float(rotation), (float(shift[0]), float(shift[1])),
+                                index == centre_segment))
+    return segments
+
+
+def kspace_motion(volume: np.ndarray, events: Sequence[MotionEvent], phase_axis: int = 0) -> np.ndarray:
+    """(Z, Y, X) magnitude image with motion; phase encoding along Y (phase_axis 0) or X (1) of each slice."""
+    out = np.empty(volume.shape, dtype=np.float32)
+    moved_segments = [s for s in motion_segments(events, volume.shape[1 + phase_axis]) if not s.reference]
     for index, plane in enumerate(volume.astype(np.float32, copy=False)):
         kspace = np.fft.fftshift(np.fft.fft2(plane))
-        for segment, pose in enumerate(poses):
-            first, last = boundaries[segment], boundaries[segment + 1]
-            if last <= first or segment == centre_segment:
-                continue
-            rotation = (pose.rotation_deg if pose else 0.0) - (reference.rotation_deg if reference else 0.0)
-            shift = np.subtract(pose.shift_voxels if pose else (0.0, 0.0),
-                                reference.shift_voxels if reference else (0.0, 0.0))
-            moved = np.fft.fftshift(np.fft.fft2(_move(plane, rotation, shift)))
+        for segment in moved_segments:
+            moved = np.fft.fftshift(np.fft.fft2(_move(plane, segment.rotation_deg, segment.shift_voxels)))
             region = [slice(None), slice(None)]
-            region[phase_axis] = slice(first, last)
+            region[phase_axis] = slice(segment.first, segment.last)
             kspace[tuple(region)] = moved[tuple(region)]
         out[index] = np.abs(np.fft.ifft2(np.fft.ifftshift(kspace)))
     return out
