@@ -4,8 +4,8 @@ correction by estimating the motion (autofocus), on the real moved scans of Trai
 A moved scan is m = |A x|: A takes each segment of phase-encoding lines (rows) from the Fourier transform of the
 image x rigidly moved, as MedTranslateLib.simulate.kspace_motion does. Given the true motion (each scan's seed), x
 is found by Adam on mean((|A x| - m)^2) from x = m, kept >= 0, with A written in torch (grid_sample for the moves;
-`operator` matches kspace_motion to within 1e-3 of its mean, tested). No prior: the noise is fitted too. Each result is scored
-against the clean scan as the motion models are (SSIM, PSNR, MAE; Training/README.md has the numbers).
+`operator` matches kspace_motion to within 1e-3 of its mean, tested). No prior: the noise is fitted too. Each
+result is scored against the clean scan as the motion models are (SSIM, PSNR, MAE; numbers in Training/README.md).
 
     .venv/bin/python Training/tools/motion_known_inversion.py [--steps 200] [--out FILE.json]
 """
