@@ -34,7 +34,7 @@ from evaluate_real_scans import checks_main, grid, real_scans, reference_based, 
 
 from MedTranslateLib import translate_image  # noqa: E402
 from MedTranslateLib.metrics import head_mask  # noqa: E402
-from MedTranslateLib.simulate import kspace_motion, random_motion, rician_noise  # noqa: E402
+from MedTranslateLib.simulate import MotionEvent, kspace_motion, random_motion, rician_noise  # noqa: E402
 
 SCANS = ("colin27", "colin27_stripped", "brain1", "brain2")
 MOVES = 4
@@ -44,6 +44,19 @@ SEED = 2024
 FINE_DETAIL_EROSION_VOXELS = 3  # fine detail is measured this far inside the head, away from its outline
 
 
+def scan_motion(image: sitk.Image, rng: np.random.Generator) -> List[MotionEvent]:
+    """The motion history of `image`: MOVES moves of up to MAX_ROTATION_DEG and MAX_SHIFT_MM (in its pixels), the
+    first draws of the scan's generator `rng`."""
+    return random_motion(rng, MOVES, MAX_ROTATION_DEG, MAX_SHIFT_MM / float(image.GetSpacing()[0]))
+
+
+def on_grid(array: np.ndarray, image: sitk.Image) -> sitk.Image:
+    """(Z, Y, X) `array` as an image on `image`'s grid."""
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out
+
+
 def acquisitions(image: sitk.Image, seed: int) -> Dict[str, np.ndarray]:
     """(Z, Y, X) float32 arrays of `image` acquired with rigid motion in k-space and noise (module docstring):
     "moved" (both, what a model gets), and its two parts: "motion_only" (the same motion, no noise) and
@@ -51,8 +64,7 @@ def acquisitions(image: sitk.Image, seed: int) -> Dict[str, np.ndarray]:
     noise would give)."""
     clean = sitk.GetArrayFromImage(image).astype(np.float32)
     rng = np.random.default_rng(seed)
-    events = random_motion(rng, MOVES, MAX_ROTATION_DEG, MAX_SHIFT_MM / float(image.GetSpacing()[0]))
-    motion_only = kspace_motion(clean, events, phase_axis=0)
+    motion_only = kspace_motion(clean, scan_motion(image, rng), phase_axis=0)
     sigma = 0.01 * float(np.percentile(motion_only, 99.5))
     noise_rng = copy.deepcopy(rng)
     return {"moved": rician_noise(motion_only, sigma, rng), "motion_only": motion_only,
@@ -61,9 +73,7 @@ def acquisitions(image: sitk.Image, seed: int) -> Dict[str, np.ndarray]:
 
 def moved_scan(image: sitk.Image, seed: int) -> sitk.Image:
     """`image` with rigid motion in k-space and noise (acquisitions' "moved"), on its own grid."""
-    out = sitk.GetImageFromArray(acquisitions(image, seed)["moved"])
-    out.CopyInformation(image)
-    return out
+    return on_grid(acquisitions(image, seed)["moved"], image)
 
 
 def detail_region(head: np.ndarray) -> np.ndarray:
@@ -99,8 +109,7 @@ def real_scan_checks(model: Any, picture: Path) -> Dict[str, Dict[str, Any]]:
     for offset, name in enumerate(SCANS):
         image = scans[name]
         parts = acquisitions(image, SEED + offset)
-        moved = sitk.GetImageFromArray(parts["moved"])
-        moved.CopyInformation(image)
+        moved = on_grid(parts["moved"], image)
         clean = sitk.GetArrayFromImage(image).astype(np.float64)
         source = parts["moved"].astype(np.float64)
         output = sitk.GetArrayFromImage(translate_image(moved, model, device="cpu")).astype(np.float64)

@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 from evaluate_real_scans import real_scans, reference_based  # noqa: E402
-from real_scans_motion import MAX_ROTATION_DEG, MAX_SHIFT_MM, MOVES, SCANS, SEED, acquisitions  # noqa: E402
+from real_scans_motion import SCANS, SEED, acquisitions, scan_motion  # noqa: E402
 
-from MedTranslateLib.simulate import MotionEvent, motion_segments, random_motion  # noqa: E402
+from MedTranslateLib.simulate import MotionEvent, motion_segments  # noqa: E402
 
 
 def sampling_grid(shape: Tuple[int, int], rotation_deg: float, shift: Sequence[float]) -> torch.Tensor:
@@ -81,12 +81,6 @@ def invert(moved: np.ndarray, events: Sequence[MotionEvent], steps: int) -> np.n
     return image[:, 0].numpy().astype(np.float64) * scale
 
 
-def scan_motion(image: sitk.Image, seed: int) -> List[MotionEvent]:
-    """The motion real_scans_motion.acquisitions gives `image` with `seed` (its first draws)."""
-    return random_motion(np.random.default_rng(seed), MOVES, MAX_ROTATION_DEG,
-                         MAX_SHIFT_MM / float(image.GetSpacing()[0]))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -98,7 +92,7 @@ def main() -> int:
         image = scans[name]
         moved = acquisitions(image, SEED + offset)["moved"]
         clean = sitk.GetArrayFromImage(image).astype(np.float64)
-        estimate = invert(moved, scan_motion(image, SEED + offset), args.steps)
+        estimate = invert(moved, scan_motion(image, np.random.default_rng(SEED + offset)), args.steps)
         results[name] = {"moved": reference_based(moved.astype(np.float64), clean),
                          "known_motion_inverted": reference_based(estimate, clean)}
         print(f"{name}: " + ", ".join(f"{key} SSIM {value['ssim']:.3f} MAE {value['mae']:.4f}"
