@@ -15,7 +15,8 @@ Every function takes arrays shaped (Z, Y, X) with Z the slicing (axial) axis and
 from .contrast import mr_spin_echo, pet_background, pet_uptake, pseudo_ct
 from .corruption import bias_field, blur_resolution, gamma, rician_noise, sheet_texture, tissue_texture
 from .counts import poisson_counts, poisson_thinning
-from .motion import MotionEvent, Segment, kspace_motion, motion_segments, random_motion, slicewise_motion
+from .motion import (MotionEvent, Segment, kspace_motion, motion_segments, move_affine, random_motion,
+                     slicewise_motion)
 from .tissues import (SEQUENCES, TISSUES, MRTissue, nominal_ct_hu, nominal_mr, nominal_pet_uptake,
                       random_ct_hu, random_mr, random_pet_uptake)
 from .warp import InPlaneWarp, random_warp
@@ -23,8 +24,8 @@ from .warp import InPlaneWarp, random_warp
 __all__ = [
     "mr_spin_echo", "pet_background", "pet_uptake", "pseudo_ct", "bias_field", "blur_resolution", "gamma",
     "rician_noise", "sheet_texture", "tissue_texture",
-    "poisson_counts", "poisson_thinning", "MotionEvent", "Segment", "kspace_motion", "motion_segments", "random_motion",
-    "slicewise_motion",
+    "poisson_counts", "poisson_thinning", "MotionEvent", "Segment", "kspace_motion", "motion_segments", "move_affine",
+    "random_motion", "slicewise_motion",
     "SEQUENCES",
     "TISSUES", "MRTissue", "nominal_ct_hu", "nominal_mr", "nominal_pet_uptake", "random_ct_hu", "random_mr",
     "random_pet_uptake", "InPlaneWarp", "random_warp",

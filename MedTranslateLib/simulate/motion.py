@@ -38,11 +38,18 @@ def random_motion(rng: np.random.Generator, events: int, max_rotation_deg: float
     return poses
 
 
-def _move(plane: np.ndarray, rotation_deg: float, shift: Sequence[float]) -> np.ndarray:
+def move_affine(shape: Sequence[int], rotation_deg: float, shift: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
+    """(2, 2) matrix and (2,) offset of a head moved in a slice of `shape`: rotated by `rotation_deg` about the
+    slice's centre and shifted by `shift` (rows, columns) pixels; the moved slice's pixel o shows the still slice
+    at matrix @ o + offset."""
     angle = np.deg2rad(rotation_deg)
     matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    centre = (np.array(plane.shape) - 1) / 2.0
-    offset = centre - matrix @ centre - np.asarray(shift, dtype=float)
+    centre = (np.array(shape) - 1) / 2.0
+    return matrix, centre - matrix @ centre - np.asarray(shift, dtype=float)
+
+
+def _move(plane: np.ndarray, rotation_deg: float, shift: Sequence[float]) -> np.ndarray:
+    matrix, offset = move_affine(plane.shape, rotation_deg, shift)
     return ndimage.affine_transform(plane, matrix, offset=offset, order=1, mode="constant", cval=0.0)
 
 

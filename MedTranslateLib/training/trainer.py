@@ -189,7 +189,7 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        self.amp = bool(config.train.amp and self.device.type == "cuda")
+        self.amp = amp_enabled(config, self.device)
         self.scaler = make_grad_scaler(self.amp)
         if self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -646,6 +646,11 @@ class Trainer:
 
 
 # ================================================================================================ helpers
+
+def amp_enabled(config: TrainConfig, device: torch.device) -> bool:
+    """Whether a run of `config` on `device` autocasts (with a GradScaler): `train.amp`, on CUDA only."""
+    return bool(config.train.amp and device.type == "cuda")
+
 
 def _ignore_stop_signals(worker_id: int) -> None:
     """A DataLoader worker ignores SIGINT and SIGTERM: `timeout`, batch schedulers and Ctrl-C signal the whole

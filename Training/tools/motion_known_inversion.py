@@ -28,18 +28,15 @@ sys.path.insert(0, str(REPO / "Training"))
 from evaluate_real_scans import real_scans, reference_based  # noqa: E402
 from real_scans_motion import SCANS, SEED, acquisitions, scan_motion  # noqa: E402
 
-from MedTranslateLib.simulate import MotionEvent, motion_segments  # noqa: E402
+from MedTranslateLib.simulate import MotionEvent, motion_segments, move_affine  # noqa: E402
 
 
 def sampling_grid(shape: Tuple[int, int], rotation_deg: float, shift: Sequence[float]) -> torch.Tensor:
-    """(1, H, W, 2) grid_sample grid (align_corners=True) of the move in simulate.motion: output pixel o reads the
-    image at R (o - c) + c - shift, (row, column) pixels, c the slice's centre."""
+    """(1, H, W, 2) grid_sample grid (align_corners=True) of simulate.move_affine's move."""
     height, width = shape
-    angle = np.deg2rad(rotation_deg)
-    matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    centre = (np.array(shape, dtype=float) - 1.0) / 2.0
+    matrix, offset = move_affine(shape, rotation_deg, shift)
     pixels = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"), -1).reshape(-1, 2)
-    source = (pixels - centre) @ matrix.T + centre - np.asarray(shift, dtype=float)
+    source = pixels @ matrix.T + offset
     normalised = np.stack([source[:, 1] / (width - 1), source[:, 0] / (height - 1)], -1) * 2.0 - 1.0
     return torch.tensor(normalised.reshape(1, height, width, 2), dtype=torch.float32)
 

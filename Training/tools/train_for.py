@@ -25,7 +25,7 @@ from benchmark_training import time_recipe  # noqa: E402
 
 from MedTranslateLib.device import select_device  # noqa: E402
 from MedTranslateLib.training.config import load_config  # noqa: E402
-from MedTranslateLib.training.trainer import train  # noqa: E402
+from MedTranslateLib.training.trainer import amp_enabled, train  # noqa: E402
 
 
 def budget_overrides(steps_per_s: float, seconds: float, efficiency: float, decay_fraction: float,
@@ -55,8 +55,8 @@ def main() -> int:
     args = parser.parse_args()
     config = load_config(args.config, args.overrides)
     device = select_device(config.train.device)
-    amp = bool(config.train.amp and device.type == "cuda")
-    timing = time_recipe(config, device, amp, warmup=5, min_steps=10, min_seconds=args.probe_seconds)
+    timing = time_recipe(config, device, amp_enabled(config, device), warmup=5, min_steps=10,
+                         min_seconds=args.probe_seconds)
     decay_fraction = config.optim.decay_start / config.optim.steps
     overrides = budget_overrides(timing["steps_per_s"], args.seconds, args.efficiency, decay_fraction,
                                  args.validations, args.checkpoints)
