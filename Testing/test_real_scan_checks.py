@@ -341,3 +341,46 @@ def test_known_motion_operator_matches_the_simulation_and_its_inversion_undoes_m
     estimate = invert(moved, events, steps=10)
     assert estimate.shape == still.shape and estimate.min() >= 0.0
     assert np.abs(estimate - still).mean() < 0.5 * np.abs(moved - still).mean()
+
+
+def test_motion_autofocus_finds_a_moved_segment_from_the_moved_scan_alone(monkeypatch):
+    """Training/tools/motion_autofocus.py: its support covers the head, its A is kspace_motion, the criterion ranks the
+    true pose far below none, and the search (a smaller grid here) finds the moved segment's pose from the moved
+    scan alone, given the segment's lines."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training" / "tools"))
+    import motion_autofocus as autofocus
+
+    from MedTranslateLib.simulate import MotionEvent, kspace_motion, motion_segments, rician_noise
+
+    torch.set_num_threads(1)
+    z, y, x = np.indices((2, 64, 64))
+    still = (((y - 32) / 20.0) ** 2 + ((x - 32) / 16.0) ** 2 < 1.0) * (1.0 + 0.5 * np.sin(y / 2.0 + z)
+                                                                        * np.cos(x / 3.0)) * 100.0
+    still = ndimage.gaussian_filter(still, (0, 1, 1)).astype(np.float32)
+    events = [MotionEvent(0.3, 3.0, (3.0, -1.5)), MotionEvent(0.45, 0.0, (0.0, 0.0))]  # lines 0-18 still too
+    motion_only = kspace_motion(still, events, phase_axis=0)
+    moved = rician_noise(motion_only, 1.0, np.random.default_rng(0))
+    segments = [(s.first, s.last) for s in motion_segments(events, 64) if s.rotation_deg != 0.0]
+    assert segments == [(19, 29)]
+    assert autofocus.support_mask(moved)[still > 1.0].all()
+    criterion = autofocus.problem(moved, [0, 1])
+    masks = criterion.row_masks(segments)
+    truth = torch.tensor([[3.0, 3.0, -1.5]])
+    scale = float(np.percentile(moved, 99.5))
+    applied = criterion.forward(torch.from_numpy(still)[:, None] / scale, truth, masks)[:, 0].numpy()
+    assert np.abs(applied - motion_only / scale).mean() < 1e-3 * (motion_only / scale).mean()
+    low = autofocus.half_resolution(criterion)
+    assert low.observed.shape[2:] == (32, 32) and low.line_offset == 16 and low.shift_scale == 0.5
+    assert criterion.score(truth, masks, 60) < 0.5 * criterion.score(torch.zeros_like(truth), masks, 60)
+    low_masks = low.row_masks(segments)
+    assert low.score(truth, low_masks, 60) < 0.7 * low.score(torch.zeros_like(truth), low_masks, 60)
+    assert autofocus.mirror_groups([(0, 23), (23, 34), (74, 87), (87, 109)], 109) == [[0, 1, 2, 3]]
+    assert autofocus.mirror_groups([(0, 46), (46, 95), (95, 120), (164, 256)], 256) == [[0, 1, 3], [2]]
+    monkeypatch.setattr(autofocus, "GRID_EXTENT", 4.5)
+    log = []
+    found = autofocus.search(moved, segments, [0, 1], True, log)
+    assert len(log) == 2 and np.abs(found[0].numpy() - truth[0].numpy()).max() < 1.0, log
+    corrected = autofocus.correct(moved, segments, found)
+    assert np.abs(corrected - still).mean() < 0.5 * np.abs(moved - still).mean()

@@ -1,0 +1,368 @@
+"""Estimating a moved scan's motion from the scan alone (autofocus), with the timing of the moves known, on the real
+moved scans of Training/real_scans_motion.py: how close a physical criterion gets to the known motion of
+Training/tools/motion_known_inversion.py.
+
+The criterion is the data residual of an inversion held to the head's support. A moved scan is m = |A x| (A as in
+motion_known_inversion: each segment of phase-encoding lines from the Fourier transform of the image x rigidly
+moved). The support is drawn from m (`support_mask`); x is fitted to m by FISTA with x >= 0 and x = 0 outside the
+support, so the ghosts in the air must be explained by the motion; the sum of squares left is the criterion
+(`Problem.residual`). It runs on a few central slices, at half resolution by default (the central half of k-space
+in both axes; every line keeps its timing, shifts are halved): its minimum stays at the true motion there, 6-14
+times cheaper.
+
+The search (`search`): moved segments that hold each other's mirror lines about the k-space centre form a group
+(`mirror_groups`: the magnitude image mixes each line with its mirror). Each group, nearest the centre first, gets
+the best shared pose of a dense grid (rotation and shifts from -GRID_EXTENT to GRID_EXTENT in steps of GRID_STEP:
+degrees and pixels) with the others held, screened at SCREEN_STEPS and the best RANK_KEEP ranked at RANK_STEPS,
+then REFINE_STEPS gradient steps on its poses; then each segment of a group of several alike, alone; at the end
+JOINT_STEPS gradient steps on all poses at full resolution. Segments mostly outside the half band are searched at
+full resolution. Pose gradients use the fitted
+image held fixed (the envelope of the fit). The scan is then inverted with the found motion as
+motion_known_inversion inverts with the true one, and scored against the clean scan (numbers in
+Training/README.md).
+
+    .venv/bin/python Training/tools/motion_autofocus.py [--scans brain2 ...] [--slices 2] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "Training"))
+from evaluate_real_scans import real_scans, reference_based  # noqa: E402
+from real_scans_motion import SCANS, SEED, acquisitions, scan_motion  # noqa: E402
+
+from MedTranslateLib.metrics import largest_component  # noqa: E402
+from MedTranslateLib.simulate import motion_segments  # noqa: E402
+
+SUPPORT_SMOOTHING_VOXELS = 2.0
+SUPPORT_THRESHOLD = 0.1  # of the moved scan's 99.5th percentile
+SUPPORT_GROWTH_VOXELS = 2
+GRID_EXTENT = 9.0
+GRID_STEP = 1.5
+SCREEN_STEPS = 10
+RANK_KEEP = 32
+RANK_STEPS = 60
+REFINE_STEPS = 15
+JOINT_STEPS = 30
+POSE_LEARNING_RATE = 0.1
+FIT_STEP_SIZE = 0.5  # step 1 diverges after about 100 steps on Colin27 (|A x| is not smooth where A x is 0)
+INVERSION_STEPS = 10
+
+
+def support_mask(moved: np.ndarray) -> np.ndarray:
+    """(Z, Y, X) bool: where the head may be in the (Z, Y, X) moved scan: smoothed in-plane, above
+    SUPPORT_THRESHOLD of its 99.5th percentile, largest component, holes filled and grown in-plane."""
+    smooth = ndimage.gaussian_filter(moved.astype(np.float32), (0.0, SUPPORT_SMOOTHING_VOXELS,
+                                                                SUPPORT_SMOOTHING_VOXELS))
+    mask = largest_component(smooth > SUPPORT_THRESHOLD * float(np.percentile(moved, 99.5)))
+    growth = ndimage.generate_binary_structure(2, 1)
+    for index in range(mask.shape[0]):
+        mask[index] = ndimage.binary_dilation(ndimage.binary_fill_holes(mask[index]), growth,
+                                              iterations=SUPPORT_GROWTH_VOXELS)
+    return mask
+
+
+def sampling_grid(shape: Tuple[int, int], pose: torch.Tensor, shift_scale: float) -> torch.Tensor:
+    """(1, H, W, 2) grid_sample grid (align_corners=True) of simulate.move_affine's move by `pose` (3,): rotation
+    in degrees about the slice centre, then the shift (rows, columns) in full-resolution pixels times
+    `shift_scale`; differentiable in `pose`."""
+    height, width = shape
+    angle = pose[0] * (math.pi / 180.0)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                                indexing="ij")
+    centre_r, centre_c = (height - 1) / 2.0, (width - 1) / 2.0
+    source_r = cos * (rows - centre_r) - sin * (cols - centre_c) + centre_r - pose[1] * shift_scale
+    source_c = sin * (rows - centre_r) + cos * (cols - centre_c) + centre_c - pose[2] * shift_scale
+    return torch.stack([source_c / (width - 1), source_r / (height - 1)], -1)[None] * 2.0 - 1.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A moved scan's criterion at one resolution: `observed` (Z, 1, H, W) moved magnitude scaled by its 99.5th
+    percentile, `support` (Z, 1, H, W) 0/1, `line_offset`: the full-resolution centred k-space line of this
+    grid's line 0, `shift_scale`: this grid's pixels per full-resolution pixel."""
+
+    observed: torch.Tensor
+    support: torch.Tensor
+    line_offset: int
+    shift_scale: float
+
+    def row_masks(self, segments: Sequence[Tuple[int, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """((S, H, W) ifftshifted masks of each moved segment's lines (first, last: full-resolution centred lines)
+        on this grid, (H, W) mask of the other lines)."""
+        height, width = self.observed.shape[2:]
+        masks = np.zeros((len(segments), height, width), dtype=np.float32)
+        for index, (first, last) in enumerate(segments):
+            masks[index, max(first - self.line_offset, 0):max(last - self.line_offset, 0)] = 1.0
+        still = 1.0 - masks.sum(0)
+        return (torch.from_numpy(np.fft.ifftshift(masks, axes=(1, 2))),
+                torch.from_numpy(np.fft.ifftshift(still).copy()))
+
+    def forward(self, image: torch.Tensor, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor]
+                ) -> torch.Tensor:
+        """|A x|: (Z, 1, H, W) `image` acquired with each moved segment at its row of `poses` (S, 3)."""
+        segment_masks, still = masks
+        kspace = still * torch.fft.fft2(image[:, 0])
+        for mask, pose in zip(segment_masks, poses):
+            if not bool(mask.any()):
+                continue
+            grid = sampling_grid(tuple(image.shape[2:]), pose, self.shift_scale)
+            moved = torch.nn.functional.grid_sample(image, grid.expand(image.shape[0], -1, -1, -1),
+                                                    align_corners=True)
+            kspace = kspace + mask * torch.fft.fft2(moved[:, 0])
+        return torch.abs(torch.fft.ifft2(kspace))[:, None]
+
+    def fit(self, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor], steps: int,
+            start: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(Z, 1, H, W) image x >= 0, zero outside the support, fitted to the observed scan by `steps` FISTA steps
+        of FIT_STEP_SIZE on 0.5 * sum((|A x| - m)^2) from `start` (default: the masked observed scan), the momentum
+        restarted whenever it points uphill (O'Donoghue and Candes 2015)."""
+        poses = poses.detach()
+        image = (self.observed * self.support) if start is None else start.detach()
+        momentum_point, momentum = image, 1.0
+        for _ in range(steps):
+            momentum_point = momentum_point.detach().requires_grad_(True)
+            loss = 0.5 * ((self.forward(momentum_point, poses, masks) - self.observed) ** 2).sum()
+            gradient, = torch.autograd.grad(loss, momentum_point)
+            following = torch.relu(momentum_point.detach() - FIT_STEP_SIZE * gradient) * self.support
+            if float(((momentum_point.detach() - following) * (following - image)).sum()) > 0.0:
+                momentum = 1.0  # adaptive restart: the momentum points uphill
+            next_momentum = (1.0 + math.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0
+            momentum_point = following + ((momentum - 1.0) / next_momentum) * (following - image)
+            image, momentum = following, next_momentum
+        return image.detach()
+
+    def residual(self, image: torch.Tensor, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor]
+                 ) -> torch.Tensor:
+        """The criterion: sum of squares of |A x| - m for the fitted `image` (differentiable in `poses`)."""
+        return ((self.forward(image, poses, masks) - self.observed) ** 2).sum()
+
+    def score(self, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor], steps: int) -> float:
+        """The criterion after `steps` fitting steps from the masked observed scan."""
+        image = self.fit(poses, masks, steps)
+        with torch.no_grad():
+            return float(self.residual(image, poses, masks))
+
+
+def problem(moved: np.ndarray, slices: Sequence[int]) -> Problem:
+    """The full-resolution criterion of the (Z, Y, X) moved scan on its `slices`, phase encoding along Y."""
+    scale = float(np.percentile(moved, 99.5)) or 1.0
+    support = support_mask(moved)[list(slices)]
+    observed = torch.from_numpy((moved[list(slices)] / scale).astype(np.float32))[:, None]
+    return Problem(observed, torch.from_numpy(support.astype(np.float32))[:, None], 0, 1.0)
+
+
+def half_resolution(full: Problem) -> Problem:
+    """`full` on the central half of its k-space in both axes: the observed scan low-passed by cropping its Fourier
+    transform (magnitude of the result, scaled by 1/4 for the smaller grid), the support max-pooled."""
+    height, width = full.observed.shape[2:]
+    low_h, low_w = height // 2, width // 2
+    first_r, first_c = height // 2 - low_h // 2, width // 2 - low_w // 2
+    spectrum = torch.fft.fftshift(torch.fft.fft2(full.observed[:, 0]), dim=(-2, -1))
+    cropped = spectrum[:, first_r:first_r + low_h, first_c:first_c + low_w]
+    observed = torch.abs(torch.fft.ifft2(torch.fft.ifftshift(cropped, dim=(-2, -1)))) * (low_h * low_w) / (
+        height * width)
+    support = torch.nn.functional.adaptive_max_pool2d(full.support, (low_h, low_w))
+    return Problem(observed[:, None].float(), support, full.line_offset + first_r,
+                   full.shift_scale * low_h / height)
+
+
+def pose_grid() -> torch.Tensor:
+    """(P, 3) poses of the dense grid: rotation (degrees) and shifts (pixels) from -GRID_EXTENT to GRID_EXTENT."""
+    values = np.arange(-GRID_EXTENT, GRID_EXTENT + 1e-6, GRID_STEP)
+    return torch.tensor(list(itertools.product(values, values, values)), dtype=torch.float32)
+
+
+def refine(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor], free: Sequence[int],
+           steps: int) -> Tuple[torch.Tensor, float]:
+    """(poses, criterion at RANK_STEPS) after `steps` Adam steps on the poses of segments `free`, each gradient
+    taken with the image fitted to the current poses held fixed; the poses of lowest criterion are kept."""
+    best, best_residual = poses.clone(), math.inf
+    current = poses.clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([current], lr=POSE_LEARNING_RATE)
+    chosen = torch.zeros(len(poses), 1)
+    chosen[list(free)] = 1.0
+    for step in range(steps + 1):
+        image = crit.fit(current, masks, RANK_STEPS)
+        residual = crit.residual(image, current, masks)
+        if float(residual.detach()) < best_residual:
+            best, best_residual = current.detach().clone(), float(residual.detach())
+        if step == steps:
+            break
+        optimiser.zero_grad()
+        residual.backward()
+        current.grad *= chosen
+        optimiser.step()
+    return best, best_residual
+
+
+def search_poses(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor],
+                 indices: Sequence[int], log: List[str]) -> torch.Tensor:
+    """`poses` with one pose shared by the segments `indices` chosen from the dense grid (screened, ranked), then
+    their poses refined."""
+    candidates = pose_grid()
+    screened = []
+    for candidate in candidates:
+        trial = poses.clone()
+        trial[list(indices)] = candidate
+        screened.append(crit.score(trial, masks, SCREEN_STEPS))
+    ranked = []
+    for order in np.argsort(screened)[:RANK_KEEP]:
+        trial = poses.clone()
+        trial[list(indices)] = candidates[int(order)]
+        ranked.append((crit.score(trial, masks, RANK_STEPS), trial))
+    ranked.sort(key=lambda pair: pair[0])
+    best, residual = refine(crit, ranked[0][1], masks, indices, REFINE_STEPS)
+    resolution = "half" if crit.shift_scale < 1.0 else "full"
+    log.append(f"segments {list(indices)} ({resolution} resolution): grid {ranked[0][1][indices[0]].tolist()} "
+               f"({ranked[0][0]:.4g}), refined {[[round(v, 2) for v in best[i].tolist()] for i in indices]} "
+               f"({residual:.4g})")
+    return best
+
+
+def mirror_groups(segments: Sequence[Tuple[int, int]], lines: int) -> List[List[int]]:
+    """The segments joined where one holds the mirror of another's line about the k-space centre (line
+    lines // 2): the magnitude image mixes each line with its mirror, so such segments are undone together."""
+    centre = lines // 2
+    group = list(range(len(segments)))
+    for i, (first, last) in enumerate(segments):
+        low, high = 2 * centre - last + 1, 2 * centre - first + 1  # the mirrors of lines first..last-1
+        for j, (other_first, other_last) in enumerate(segments):
+            if j != i and max(low, other_first) < min(high, other_last):
+                old, new = group[j], group[i]
+                group = [new if g == old else g for g in group]
+    return [[i for i in range(len(segments)) if group[i] == g] for g in sorted(set(group))]
+
+
+def block_segments(lines: int) -> List[Tuple[int, int]]:
+    """The timing unknown: blocks of lines (first, last) on both sides of the k-space centre line, which keeps the
+    reference pose, out to a quarter of the lines: 1, 2 and 4 lines nearest the centre, then up to `lines` / 16
+    each, every block with a pose of its own. The lines beyond keep the reference pose."""
+    centre = lines // 2
+    edges = [0, 1, 3, 7] + [edge for edge in (round(k * lines / 16) - 1 for k in range(1, 5)) if edge > 7]
+    blocks: List[Tuple[int, int]] = []
+    for inner, outer in zip(edges[:-1], edges[1:]):
+        blocks += [(centre - outer, centre - inner), (centre + inner + 1, centre + outer + 1)]
+    return blocks
+
+
+def search(moved: np.ndarray, segments: Sequence[Tuple[int, int]], slices: Sequence[int], screen_half: bool,
+           log: List[str]) -> torch.Tensor:
+    """(S, 3) poses of the moved `segments` (full-resolution centred lines) of the (Z, Y, X) moved scan, found on
+    its `slices` (module docstring)."""
+    full = problem(moved, slices)
+    low = half_resolution(full) if screen_half else full
+    window = (low.line_offset, low.line_offset + low.observed.shape[2])
+    centre = moved.shape[1] // 2
+
+    def distance(indices: Sequence[int]) -> int:
+        return min(min(abs(segments[i][0] - centre), abs(segments[i][1] - 1 - centre)) for i in indices)
+
+    def criterion(indices: Sequence[int]) -> Problem:
+        lines = sum(segments[i][1] - segments[i][0] for i in indices)
+        seen = sum(max(min(segments[i][1], window[1]) - max(segments[i][0], window[0]), 0) for i in indices)
+        return low if 2 * seen >= lines else full  # segments mostly outside the half band: full resolution
+
+    poses = torch.zeros(len(segments), 3)
+    groups = sorted(mirror_groups(segments, moved.shape[1]), key=distance)
+    for group in groups:
+        screen = criterion(group)
+        poses = search_poses(screen, poses, screen.row_masks(segments), group, log)
+    for index in sorted((i for group in groups if len(group) > 1 for i in group), key=lambda i: distance([i])):
+        screen = criterion([index])
+        poses = search_poses(screen, poses, screen.row_masks(segments), [index], log)
+    poses, residual = refine(full, poses, full.row_masks(segments), range(len(segments)), JOINT_STEPS)
+    log.append(f"joint: {[[round(v, 2) for v in pose] for pose in poses.tolist()]} ({residual:.4g})")
+    return poses
+
+
+def correct(moved: np.ndarray, segments: Sequence[Tuple[int, int]], poses: torch.Tensor) -> np.ndarray:
+    """(Z, Y, X) float64 estimate of the still scan: INVERSION_STEPS Landweber steps on |A x| from the moved scan
+    with the `poses` of `segments`, no support (as motion_known_inversion inverts with the true motion)."""
+    crit = problem(moved, range(moved.shape[0]))
+    crit = replace(crit, support=torch.ones_like(crit.support))
+    masks = crit.row_masks(segments)
+    image = crit.observed.clone()
+    for _ in range(INVERSION_STEPS):
+        image.requires_grad_(True)
+        loss = 0.5 * ((crit.forward(image, poses, masks) - crit.observed) ** 2).sum()
+        gradient, = torch.autograd.grad(loss, image)
+        image = torch.relu(image.detach() - gradient)
+    return image[:, 0].numpy().astype(np.float64) * (float(np.percentile(moved, 99.5)) or 1.0)
+
+
+def central_slices(moved: np.ndarray, count: int) -> List[int]:
+    """The `count` slices around the middle of the head's extent along Z (all slices when count <= 0)."""
+    occupied = np.flatnonzero(support_mask(moved).any(axis=(1, 2)))
+    if count <= 0:
+        return occupied.tolist()
+    middle = int(occupied.mean().round())
+    first = max(middle - count // 2, 0)
+    return list(range(first, min(first + count, moved.shape[0])))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scans", nargs="+", default=list(SCANS), choices=SCANS)
+    parser.add_argument("--timing", choices=("known", "blocks"), default="known",
+                        help="the true segments' lines, or blocks of lines each with its own pose (block_segments)")
+    parser.add_argument("--slices", type=int, default=2, help="central slices the criterion sees (0: all)")
+    parser.add_argument("--full-resolution", action="store_true", help="screen at full resolution too")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=None, help="write the scores and poses as JSON here")
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    results: Dict[str, Dict[str, object]] = {}
+    scans = real_scans()
+    for name in args.scans:
+        image = scans[name]
+        seed = SEED + SCANS.index(name)
+        moved = acquisitions(image, seed)["moved"]
+        clean = sitk.GetArrayFromImage(image).astype(np.float64)
+        truth = [s for s in motion_segments(scan_motion(image, np.random.default_rng(seed)), moved.shape[1])
+                 if not s.reference]
+        true_segments = [(s.first, s.last) for s in truth]
+        true_poses = torch.tensor([[s.rotation_deg, *s.shift_voxels] for s in truth], dtype=torch.float32)
+        segments = true_segments if args.timing == "known" else block_segments(moved.shape[1])
+        slices = central_slices(moved, args.slices)
+        log: List[str] = []
+        started = time.time()
+        poses = search(moved, segments, slices, not args.full_resolution, log)
+        seconds = time.time() - started
+        full = problem(moved, slices)
+        results[name] = {
+            "segments": segments, "found_poses": poses.tolist(), "true_segments": true_segments,
+            "true_poses": true_poses.tolist(),
+            "residual": {"none": full.score(torch.zeros(0, 3), full.row_masks([]), RANK_STEPS),
+                         "truth": full.score(true_poses, full.row_masks(true_segments), RANK_STEPS),
+                         "found": full.score(poses, full.row_masks(segments), RANK_STEPS)},
+            "moved": reference_based(moved.astype(np.float64), clean),
+            "found_motion_inverted": reference_based(correct(moved, segments, poses), clean),
+            "seconds": round(seconds, 1), "log": log}
+        print(f"{name}: {json.dumps({k: v for k, v in results[name].items() if k != 'log'})}", flush=True)
+        print("\n".join(log), flush=True)
+    if args.out:
+        summary = {"timing": args.timing, "slices": args.slices, "scans": results}
+        args.out.write_text(json.dumps(summary, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
