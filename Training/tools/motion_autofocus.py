@@ -118,9 +118,13 @@ class Problem:
                 ) -> torch.Tensor:
         """|A x|: (Z, 1, H, W) `image` acquired with each moved segment at its row of `poses` (S, 3)."""
         segment_masks, still = masks
-        kspace = still * torch.fft.fft2(image[:, 0])
+        still_spectrum = torch.fft.fft2(image[:, 0])
+        kspace = still * still_spectrum
         for mask, pose in zip(segment_masks, poses):
             if not bool(mask.any()):
+                continue
+            if not pose.requires_grad and not bool(pose.any()):  # at the reference pose: no move to sample
+                kspace = kspace + mask * still_spectrum
                 continue
             grid = sampling_grid(tuple(image.shape[2:]), pose, self.shift_scale)
             moved = torch.nn.functional.grid_sample(image, grid.expand(image.shape[0], -1, -1, -1),
@@ -233,6 +237,7 @@ def search_poses(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, 
     log.append(f"segments {list(indices)} ({resolution} resolution): grid {ranked[0][1][indices[0]].tolist()} "
                f"({ranked[0][0]:.4g}), refined {[[round(v, 2) for v in best[i].tolist()] for i in indices]} "
                f"({residual:.4g})")
+    print(log[-1], flush=True)
     return best
 
 
@@ -289,6 +294,7 @@ def search(moved: np.ndarray, segments: Sequence[Tuple[int, int]], slices: Seque
         poses = search_poses(screen, poses, screen.row_masks(segments), [index], log)
     poses, residual = refine(full, poses, full.row_masks(segments), range(len(segments)), JOINT_STEPS)
     log.append(f"joint: {[[round(v, 2) for v in pose] for pose in poses.tolist()]} ({residual:.4g})")
+    print(log[-1], flush=True)
     return poses
 
 
@@ -357,7 +363,6 @@ def main() -> int:
             "found_motion_inverted": reference_based(correct(moved, segments, poses), clean),
             "seconds": round(seconds, 1), "log": log}
         print(f"{name}: {json.dumps({k: v for k, v in results[name].items() if k != 'log'})}", flush=True)
-        print("\n".join(log), flush=True)
     if args.out:
         summary = {"timing": args.timing, "slices": args.slices, "scans": results}
         args.out.write_text(json.dumps(summary, indent=1) + "\n")
