@@ -1,6 +1,6 @@
-"""Estimating a moved scan's motion from the scan alone (autofocus), with the timing of the moves known, on the real
-moved scans of Training/real_scans_motion.py: how close a physical criterion gets to the known motion of
-Training/tools/motion_known_inversion.py.
+"""Estimating a moved scan's motion from the scan alone (autofocus) on the real moved scans of
+Training/real_scans_motion.py, the timing of the moves known or cut into fixed blocks: how close a physical
+criterion gets to the known motion of Training/tools/motion_known_inversion.py.
 
 The criterion is the data residual of an inversion held to the head's support. A moved scan is m = |A x| (A as in
 motion_known_inversion: each segment of phase-encoding lines from the Fourier transform of the image x rigidly
@@ -16,12 +16,13 @@ the best shared pose of a dense grid (rotation and shifts from -GRID_EXTENT to G
 degrees and pixels) with the others held, screened at SCREEN_STEPS and the best RANK_KEEP ranked at RANK_STEPS,
 then REFINE_STEPS gradient steps on its poses; then each segment of a group of several alike, alone; at the end
 JOINT_STEPS gradient steps on all poses at full resolution. Segments mostly outside the half band are searched at
-full resolution. Pose gradients use the fitted
-image held fixed (the envelope of the fit). The scan is then inverted with the found motion as
-motion_known_inversion inverts with the true one, and scored against the clean scan (numbers in
-Training/README.md).
+full resolution. Pose gradients use the fitted image held fixed (the envelope of the fit). The segments are the
+true ones (`--timing known`) or fixed blocks of lines (`--timing blocks`, `block_segments`). The scan is then
+inverted with the found motion as motion_known_inversion inverts with the true one, and scored against the clean
+scan (numbers in Training/README.md).
 
-    .venv/bin/python Training/tools/motion_autofocus.py [--scans brain2 ...] [--slices 2] [--out FILE.json]
+    .venv/bin/python Training/tools/motion_autofocus.py [--scans brain2 ...] [--timing known|blocks] [--slices 2]
+        [--threads 1] [--out FILE.json]
 """
 from __future__ import annotations
 
