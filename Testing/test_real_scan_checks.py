@@ -380,7 +380,7 @@ def test_motion_autofocus_finds_a_moved_segment_from_the_moved_scan_alone(monkey
     assert autofocus.mirror_groups([(0, 46), (46, 95), (95, 120), (164, 256)], 256) == [[0, 1, 3], [2]]
     monkeypatch.setattr(autofocus, "GRID_EXTENT", 4.5)
     log = []
-    found = autofocus.search(moved, segments, [0, 1], True, log)
+    found = autofocus.search(criterion, segments, True, log)
     assert len(log) == 2 and np.abs(found[0].numpy() - truth[0].numpy()).max() < 1.0, log
     corrected = autofocus.correct(moved, segments, found)
     assert np.abs(corrected - still).mean() < 0.5 * np.abs(moved - still).mean()

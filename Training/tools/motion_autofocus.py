@@ -32,7 +32,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 from evaluate_real_scans import real_scans, reference_based  # noqa: E402
+from motion_known_inversion import acquire, landweber, row_masks  # noqa: E402
 from real_scans_motion import SCANS, SEED, acquisitions, scan_motion  # noqa: E402
 
 from MedTranslateLib.metrics import largest_component  # noqa: E402
@@ -78,21 +79,6 @@ def support_mask(moved: np.ndarray) -> np.ndarray:
     return mask
 
 
-def sampling_grid(shape: Tuple[int, int], pose: torch.Tensor, shift_scale: float) -> torch.Tensor:
-    """(1, H, W, 2) grid_sample grid (align_corners=True) of simulate.move_affine's move by `pose` (3,): rotation
-    in degrees about the slice centre, then the shift (rows, columns) in full-resolution pixels times
-    `shift_scale`; differentiable in `pose`."""
-    height, width = shape
-    angle = pose[0] * (math.pi / 180.0)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                                indexing="ij")
-    centre_r, centre_c = (height - 1) / 2.0, (width - 1) / 2.0
-    source_r = cos * (rows - centre_r) - sin * (cols - centre_c) + centre_r - pose[1] * shift_scale
-    source_c = sin * (rows - centre_r) + cos * (cols - centre_c) + centre_c - pose[2] * shift_scale
-    return torch.stack([source_c / (width - 1), source_r / (height - 1)], -1)[None] * 2.0 - 1.0
-
-
 @dataclass(frozen=True)
 class Problem:
     """A moved scan's criterion at one resolution: `observed` (Z, 1, H, W) moved magnitude scaled by its 99.5th
@@ -105,33 +91,13 @@ class Problem:
     shift_scale: float
 
     def row_masks(self, segments: Sequence[Tuple[int, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """((S, H, W) ifftshifted masks of each moved segment's lines (first, last: full-resolution centred lines)
-        on this grid, (H, W) mask of the other lines)."""
-        height, width = self.observed.shape[2:]
-        masks = np.zeros((len(segments), height, width), dtype=np.float32)
-        for index, (first, last) in enumerate(segments):
-            masks[index, max(first - self.line_offset, 0):max(last - self.line_offset, 0)] = 1.0
-        still = 1.0 - masks.sum(0)
-        return (torch.from_numpy(np.fft.ifftshift(masks, axes=(1, 2))),
-                torch.from_numpy(np.fft.ifftshift(still).copy()))
+        """motion_known_inversion.row_masks of the moved `segments` (full-resolution centred lines) on this grid."""
+        return row_masks(segments, tuple(self.observed.shape[2:]), self.line_offset)
 
     def forward(self, image: torch.Tensor, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor]
                 ) -> torch.Tensor:
         """|A x|: (Z, 1, H, W) `image` acquired with each moved segment at its row of `poses` (S, 3)."""
-        segment_masks, still = masks
-        still_spectrum = torch.fft.fft2(image[:, 0])
-        kspace = still * still_spectrum
-        for mask, pose in zip(segment_masks, poses):
-            if not bool(mask.any()):
-                continue
-            if not pose.requires_grad and not bool(pose.any()):  # at the reference pose: no move to sample
-                kspace = kspace + mask * still_spectrum
-                continue
-            grid = sampling_grid(tuple(image.shape[2:]), pose, self.shift_scale)
-            moved = torch.nn.functional.grid_sample(image, grid.expand(image.shape[0], -1, -1, -1),
-                                                    align_corners=True)
-            kspace = kspace + mask * torch.fft.fft2(moved[:, 0])
-        return torch.abs(torch.fft.ifft2(kspace))[:, None]
+        return acquire(image, poses, masks, self.shift_scale)
 
     def fit(self, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor], steps: int,
             start: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -165,10 +131,11 @@ class Problem:
             return float(self.residual(image, poses, masks))
 
 
-def problem(moved: np.ndarray, slices: Sequence[int]) -> Problem:
-    """The full-resolution criterion of the (Z, Y, X) moved scan on its `slices`, phase encoding along Y."""
+def problem(moved: np.ndarray, slices: Sequence[int], support: Optional[np.ndarray] = None) -> Problem:
+    """The full-resolution criterion of the (Z, Y, X) moved scan on its `slices`, phase encoding along Y; `support`:
+    the scan's support_mask, when already drawn."""
     scale = float(np.percentile(moved, 99.5)) or 1.0
-    support = support_mask(moved)[list(slices)]
+    support = (support_mask(moved) if support is None else support)[list(slices)]
     observed = torch.from_numpy((moved[list(slices)] / scale).astype(np.float32))[:, None]
     return Problem(observed, torch.from_numpy(support.astype(np.float32))[:, None], 0, 1.0)
 
@@ -222,17 +189,15 @@ def search_poses(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, 
     """`poses` with one pose shared by the segments `indices` chosen from the dense grid (screened, ranked), then
     their poses refined."""
     candidates = pose_grid()
-    screened = []
-    for candidate in candidates:
-        trial = poses.clone()
-        trial[list(indices)] = candidate
-        screened.append(crit.score(trial, masks, SCREEN_STEPS))
-    ranked = []
-    for order in np.argsort(screened)[:RANK_KEEP]:
-        trial = poses.clone()
-        trial[list(indices)] = candidates[int(order)]
-        ranked.append((crit.score(trial, masks, RANK_STEPS), trial))
-    ranked.sort(key=lambda pair: pair[0])
+
+    def trial(candidate: torch.Tensor) -> torch.Tensor:
+        shared = poses.clone()
+        shared[list(indices)] = candidate
+        return shared
+
+    screened = [crit.score(trial(candidate), masks, SCREEN_STEPS) for candidate in candidates]
+    ranked = sorted(((crit.score(trial(candidates[int(order)]), masks, RANK_STEPS), trial(candidates[int(order)]))
+                     for order in np.argsort(screened)[:RANK_KEEP]), key=lambda pair: pair[0])
     best, residual = refine(crit, ranked[0][1], masks, indices, REFINE_STEPS)
     resolution = "half" if crit.shift_scale < 1.0 else "full"
     log.append(f"segments {list(indices)} ({resolution} resolution): grid {ranked[0][1][indices[0]].tolist()} "
@@ -268,14 +233,13 @@ def block_segments(lines: int) -> List[Tuple[int, int]]:
     return blocks
 
 
-def search(moved: np.ndarray, segments: Sequence[Tuple[int, int]], slices: Sequence[int], screen_half: bool,
-           log: List[str]) -> torch.Tensor:
-    """(S, 3) poses of the moved `segments` (full-resolution centred lines) of the (Z, Y, X) moved scan, found on
-    its `slices` (module docstring)."""
-    full = problem(moved, slices)
+def search(full: Problem, segments: Sequence[Tuple[int, int]], screen_half: bool, log: List[str]) -> torch.Tensor:
+    """(S, 3) poses of the moved `segments` (full-resolution centred lines) found on the `full`-resolution
+    criterion (module docstring)."""
+    lines = full.observed.shape[2]
     low = half_resolution(full) if screen_half else full
     window = (low.line_offset, low.line_offset + low.observed.shape[2])
-    centre = moved.shape[1] // 2
+    centre = lines // 2
 
     def distance(indices: Sequence[int]) -> int:
         return min(min(abs(segments[i][0] - centre), abs(segments[i][1] - 1 - centre)) for i in indices)
@@ -286,7 +250,7 @@ def search(moved: np.ndarray, segments: Sequence[Tuple[int, int]], slices: Seque
         return low if 2 * seen >= lines else full  # segments mostly outside the half band: full resolution
 
     poses = torch.zeros(len(segments), 3)
-    groups = sorted(mirror_groups(segments, moved.shape[1]), key=distance)
+    groups = sorted(mirror_groups(segments, lines), key=distance)
     for group in groups:
         screen = criterion(group)
         poses = search_poses(screen, poses, screen.row_masks(segments), group, log)
@@ -300,28 +264,21 @@ def search(moved: np.ndarray, segments: Sequence[Tuple[int, int]], slices: Seque
 
 
 def correct(moved: np.ndarray, segments: Sequence[Tuple[int, int]], poses: torch.Tensor) -> np.ndarray:
-    """(Z, Y, X) float64 estimate of the still scan: INVERSION_STEPS Landweber steps on |A x| from the moved scan
-    with the `poses` of `segments`, no support (as motion_known_inversion inverts with the true motion)."""
-    crit = problem(moved, range(moved.shape[0]))
-    crit = replace(crit, support=torch.ones_like(crit.support))
-    masks = crit.row_masks(segments)
-    image = crit.observed.clone()
-    for _ in range(INVERSION_STEPS):
-        image.requires_grad_(True)
-        loss = 0.5 * ((crit.forward(image, poses, masks) - crit.observed) ** 2).sum()
-        gradient, = torch.autograd.grad(loss, image)
-        image = torch.relu(image.detach() - gradient)
-    return image[:, 0].numpy().astype(np.float64) * (float(np.percentile(moved, 99.5)) or 1.0)
+    """(Z, Y, X) float64 estimate of the still scan: motion_known_inversion.landweber (INVERSION_STEPS, no support)
+    with the `poses` of `segments`, as motion_known_inversion inverts with the true motion."""
+    masks = row_masks(segments, moved.shape[1:])
+    return landweber(moved, lambda image: acquire(image, poses, masks), INVERSION_STEPS)
 
 
-def central_slices(moved: np.ndarray, count: int) -> List[int]:
-    """The `count` slices around the middle of the head's extent along Z (all slices when count <= 0)."""
-    occupied = np.flatnonzero(support_mask(moved).any(axis=(1, 2)))
+def central_slices(support: np.ndarray, count: int) -> List[int]:
+    """The `count` slices around the middle of the head's extent along Z in the scan's (Z, Y, X) `support`
+    (support_mask; all slices of the head when count <= 0)."""
+    occupied = np.flatnonzero(support.any(axis=(1, 2)))
     if count <= 0:
         return occupied.tolist()
     middle = int(occupied.mean().round())
     first = max(middle - count // 2, 0)
-    return list(range(first, min(first + count, moved.shape[0])))
+    return list(range(first, min(first + count, support.shape[0])))
 
 
 def main() -> int:
@@ -348,12 +305,12 @@ def main() -> int:
         true_segments = [(s.first, s.last) for s in truth]
         true_poses = torch.tensor([[s.rotation_deg, *s.shift_voxels] for s in truth], dtype=torch.float32)
         segments = true_segments if args.timing == "known" else block_segments(moved.shape[1])
-        slices = central_slices(moved, args.slices)
+        support = support_mask(moved)
+        full = problem(moved, central_slices(support, args.slices), support)
         log: List[str] = []
         started = time.time()
-        poses = search(moved, segments, slices, not args.full_resolution, log)
+        poses = search(full, segments, not args.full_resolution, log)
         seconds = time.time() - started
-        full = problem(moved, slices)
         results[name] = {
             "segments": segments, "found_poses": poses.tolist(), "true_segments": true_segments,
             "true_poses": true_poses.tolist(),

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,47 +29,70 @@ sys.path.insert(0, str(REPO / "Training"))
 from evaluate_real_scans import real_scans, reference_based  # noqa: E402
 from real_scans_motion import SCANS, SEED, acquisitions, scan_motion  # noqa: E402
 
-from MedTranslateLib.simulate import MotionEvent, motion_segments, move_affine  # noqa: E402
+from MedTranslateLib.simulate import MotionEvent, motion_segments  # noqa: E402
 
 
-def sampling_grid(shape: Tuple[int, int], rotation_deg: float, shift: Sequence[float]) -> torch.Tensor:
-    """(1, H, W, 2) grid_sample grid (align_corners=True) of simulate.move_affine's move."""
+def sampling_grid(shape: Tuple[int, int], pose: torch.Tensor, shift_scale: float = 1.0) -> torch.Tensor:
+    """(1, H, W, 2) grid_sample grid (align_corners=True) of simulate.move_affine's move by `pose` (3,): rotation
+    in degrees about the slice centre, then the shift (rows, columns) in full-resolution pixels times
+    `shift_scale`; differentiable in `pose`."""
     height, width = shape
-    matrix, offset = move_affine(shape, rotation_deg, shift)
-    pixels = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"), -1).reshape(-1, 2)
-    source = pixels @ matrix.T + offset
-    normalised = np.stack([source[:, 1] / (width - 1), source[:, 0] / (height - 1)], -1) * 2.0 - 1.0
-    return torch.tensor(normalised.reshape(1, height, width, 2), dtype=torch.float32)
+    angle = pose[0] * (math.pi / 180.0)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                                indexing="ij")
+    centre_r, centre_c = (height - 1) / 2.0, (width - 1) / 2.0
+    source_r = cos * (rows - centre_r) - sin * (cols - centre_c) + centre_r - pose[1] * shift_scale
+    source_c = sin * (rows - centre_r) + cos * (cols - centre_c) + centre_c - pose[2] * shift_scale
+    return torch.stack([source_c / (width - 1), source_r / (height - 1)], -1)[None] * 2.0 - 1.0
+
+
+def row_masks(segments: Sequence[Tuple[int, int]], shape: Tuple[int, int], line_offset: int = 0
+              ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """((S, H, W) ifftshifted masks of each moved segment's lines (first, last: centred k-space lines of the full
+    grid, whose line `line_offset` is this grid's line 0), (H, W) mask of the other lines)."""
+    masks = np.zeros((len(segments), *shape), dtype=np.float32)
+    for index, (first, last) in enumerate(segments):
+        masks[index, max(first - line_offset, 0):max(last - line_offset, 0)] = 1.0
+    still = 1.0 - masks.sum(0)
+    return (torch.from_numpy(np.fft.ifftshift(masks, axes=(1, 2))),
+            torch.from_numpy(np.fft.ifftshift(still).copy()))
+
+
+def acquire(image: torch.Tensor, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor],
+            shift_scale: float = 1.0) -> torch.Tensor:
+    """|A x|: (Z, 1, H, W) `image` acquired with each moved segment of `masks` (row_masks) at its row of `poses`
+    (S, 3), phase encoding along the rows."""
+    segment_masks, still = masks
+    still_spectrum = torch.fft.fft2(image[:, 0])
+    kspace = still * still_spectrum
+    for mask, pose in zip(segment_masks, poses):
+        if not bool(mask.any()):
+            continue
+        if not pose.requires_grad and not bool(pose.any()):  # at the reference pose: no move to sample
+            kspace = kspace + mask * still_spectrum
+            continue
+        grid = sampling_grid(tuple(image.shape[2:]), pose, shift_scale)
+        moved = torch.nn.functional.grid_sample(image, grid.expand(image.shape[0], -1, -1, -1), align_corners=True)
+        kspace = kspace + mask * torch.fft.fft2(moved[:, 0])
+    return torch.abs(torch.fft.ifft2(kspace))[:, None]
 
 
 def operator(events: Sequence[MotionEvent], shape: Tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
     """A: (Z, 1, H, W) image -> (Z, 1, H, W) magnitude with `events`' motion, phase encoding along the rows."""
-    parts: List[Tuple[torch.Tensor, torch.Tensor]] = []  # (unshifted row mask, grid or an empty tensor)
-    for segment in motion_segments(events, shape[0]):
-        rows = np.zeros(shape, dtype=np.float32)
-        rows[segment.first:segment.last] = 1.0
-        grid = torch.empty(0) if segment.reference else sampling_grid(shape, segment.rotation_deg,
-                                                                      segment.shift_voxels)
-        parts.append((torch.from_numpy(np.fft.ifftshift(rows)), grid))
-
-    def apply(image: torch.Tensor) -> torch.Tensor:
-        kspace = torch.zeros(image.shape[0], *shape, dtype=torch.complex64)
-        for rows, grid in parts:
-            moved = image if grid.numel() == 0 else torch.nn.functional.grid_sample(
-                image, grid.expand(image.shape[0], -1, -1, -1), align_corners=True)
-            kspace = kspace + rows * torch.fft.fft2(moved[:, 0])
-        return torch.abs(torch.fft.ifft2(kspace))[:, None]
-
-    return apply
+    moved = [segment for segment in motion_segments(events, shape[0]) if not segment.reference]
+    masks = row_masks([(segment.first, segment.last) for segment in moved], shape)
+    poses = torch.tensor([[segment.rotation_deg, *segment.shift_voxels] for segment in moved],
+                         dtype=torch.float32).reshape(-1, 3)
+    return lambda image: acquire(image, poses, masks)
 
 
-def invert(moved: np.ndarray, events: Sequence[MotionEvent], steps: int) -> np.ndarray:
-    """(Z, H, W) moved magnitude scan and its true motion -> (Z, H, W) float64 estimate of the still scan: `steps`
-    gradient steps of size 1 (Landweber) on 0.5 * sum((|A x| - m)^2) from x = m, kept >= 0, m scaled by its 99.5th
-    percentile."""
+def landweber(moved: np.ndarray, motion: Callable[[torch.Tensor], torch.Tensor], steps: int) -> np.ndarray:
+    """(Z, H, W) moved magnitude scan and A (`motion`, on the scan scaled by its 99.5th percentile) -> (Z, H, W)
+    float64 estimate of the still scan: `steps` gradient steps of size 1 (Landweber) on 0.5 * sum((|A x| - m)^2)
+    from x = m, kept >= 0."""
     scale = float(np.percentile(moved, 99.5)) or 1.0
     observed = torch.from_numpy(moved.astype(np.float32) / scale)[:, None]
-    motion = operator(events, moved.shape[1:])
     image = observed.clone()
     for _ in range(steps):
         image.requires_grad_(True)
@@ -76,6 +100,12 @@ def invert(moved: np.ndarray, events: Sequence[MotionEvent], steps: int) -> np.n
         gradient, = torch.autograd.grad(0.5 * (residual ** 2).sum(), image)
         image = torch.relu(image.detach() - gradient)
     return image[:, 0].numpy().astype(np.float64) * scale
+
+
+def invert(moved: np.ndarray, events: Sequence[MotionEvent], steps: int) -> np.ndarray:
+    """(Z, H, W) moved magnitude scan and its true motion -> (Z, H, W) float64 estimate of the still scan
+    (`landweber` with the true motion's A)."""
+    return landweber(moved, operator(events, moved.shape[1:]), steps)
 
 
 def main() -> int:
