@@ -343,6 +343,21 @@ def test_known_motion_operator_matches_the_simulation_and_its_inversion_undoes_m
     assert np.abs(estimate - still).mean() < 0.5 * np.abs(moved - still).mean()
 
 
+def moved_phantom(events=None):
+    """(still, noise-free moved, moved with Rician noise of 1) (2, 64, 64) float32 head phantoms, and the motion
+    `events` (default: lines 19-28 moved by 3 degrees and (3, -1.5) pixels, the rest still)."""
+    from MedTranslateLib.simulate import MotionEvent, kspace_motion, rician_noise
+
+    z, y, x = np.indices((2, 64, 64))
+    still = (((y - 32) / 20.0) ** 2 + ((x - 32) / 16.0) ** 2 < 1.0) * (1.0 + 0.5 * np.sin(y / 2.0 + z)
+                                                                        * np.cos(x / 3.0)) * 100.0
+    still = ndimage.gaussian_filter(still, (0, 1, 1)).astype(np.float32)
+    if events is None:
+        events = [MotionEvent(0.3, 3.0, (3.0, -1.5)), MotionEvent(0.45, 0.0, (0.0, 0.0))]  # lines 0-18 still too
+    motion_only = kspace_motion(still, events, phase_axis=0)
+    return still, motion_only, rician_noise(motion_only, 1.0, np.random.default_rng(0)), events
+
+
 def test_motion_autofocus_finds_a_moved_segment_from_the_moved_scan_alone(monkeypatch):
     """Training/tools/motion_autofocus.py: its support covers the head, its A is kspace_motion, the criterion ranks the
     true pose far below none, and the search (a smaller grid here) finds the moved segment's pose from the moved
@@ -352,19 +367,14 @@ def test_motion_autofocus_finds_a_moved_segment_from_the_moved_scan_alone(monkey
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training" / "tools"))
     import motion_autofocus as autofocus
 
-    from MedTranslateLib.simulate import MotionEvent, kspace_motion, motion_segments, rician_noise
+    from MedTranslateLib.simulate import motion_segments
 
     torch.set_num_threads(1)
-    z, y, x = np.indices((2, 64, 64))
-    still = (((y - 32) / 20.0) ** 2 + ((x - 32) / 16.0) ** 2 < 1.0) * (1.0 + 0.5 * np.sin(y / 2.0 + z)
-                                                                        * np.cos(x / 3.0)) * 100.0
-    still = ndimage.gaussian_filter(still, (0, 1, 1)).astype(np.float32)
-    events = [MotionEvent(0.3, 3.0, (3.0, -1.5)), MotionEvent(0.45, 0.0, (0.0, 0.0))]  # lines 0-18 still too
-    motion_only = kspace_motion(still, events, phase_axis=0)
-    moved = rician_noise(motion_only, 1.0, np.random.default_rng(0))
+    still, motion_only, moved, events = moved_phantom()
     segments = [(s.first, s.last) for s in motion_segments(events, 64) if s.rotation_deg != 0.0]
     assert segments == [(19, 29)]
     assert autofocus.support_mask(moved)[still > 1.0].all()
+    monkeypatch.setattr(autofocus, "GRID_EXTENT", 4.5)  # degrees, and pixels: no pixel size given
     criterion = autofocus.problem(moved, [0, 1])
     masks = criterion.row_masks(segments)
     truth = torch.tensor([[3.0, 3.0, -1.5]])
@@ -378,9 +388,43 @@ def test_motion_autofocus_finds_a_moved_segment_from_the_moved_scan_alone(monkey
     assert low.score(truth, low_masks, 60) < 0.7 * low.score(torch.zeros_like(truth), low_masks, 60)
     assert autofocus.mirror_groups([(0, 23), (23, 34), (74, 87), (87, 109)], 109) == [[0, 1, 2, 3]]
     assert autofocus.mirror_groups([(0, 46), (46, 95), (95, 120), (164, 256)], 256) == [[0, 1, 3], [2]]
-    monkeypatch.setattr(autofocus, "GRID_EXTENT", 4.5)
     log = []
     found = autofocus.search(criterion, segments, True, log)
     assert len(log) == 2 and np.abs(found[0].numpy() - truth[0].numpy()).max() < 1.0, log
     corrected = autofocus.correct(moved, segments, found)
     assert np.abs(corrected - still).mean() < 0.5 * np.abs(moved - still).mean()
+
+
+def test_motion_autofocus_takes_back_the_noise_a_motion_fits_and_finds_when_the_head_moved(monkeypatch):
+    """Training/tools/motion_autofocus.py: a shift of the outermost lines lowers the plain criterion by fitting the
+    noise in the air; the noise twin's penalty takes most of that back. Timing's change points give the segments,
+    and the change search (small grids here) finds a move that lasts to the first line, from the moved scan alone
+    with its timing unknown."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training" / "tools"))
+    import motion_autofocus as autofocus
+
+    from MedTranslateLib.simulate import MotionEvent
+
+    torch.set_num_threads(1)
+    timing = autofocus.Timing(64).with_change("both", 4, [(1, 0, 0), (2, 0, 0)]).with_change("below", 14, [(0, 0, 0)])
+    segments, poses = timing.segments()
+    assert segments == [(19, 29), (0, 19), (36, 64)] and poses.tolist() == [[1, 0, 0], [0, 0, 0], [2, 0, 0]]
+    assert timing.index("both", 4) == [0, 2] and timing.taken("both") == {4, 14}
+    still, _, moved, _ = moved_phantom([MotionEvent(0.0, 1.5, (1.5, -1.5)), MotionEvent(0.45, 0.0, (0.0, 0.0))])
+    smaller = {"GRID_EXTENT": 1.5, "CHANGE_STEP": 1.5, "RANK_KEEP": 8, "MAX_CHANGES": 1, "JOINT_STEPS": 5}
+    for name, value in smaller.items():
+        monkeypatch.setattr(autofocus, name, value)
+    plain = autofocus.problem(moved, [0, 1])
+    criterion = autofocus.noise_twin(plain, 0)
+    outermost, shifted = plain.row_masks([(0, 4)]), torch.tensor([[0.0, 3.0, 0.0]])
+    none = plain.score(torch.zeros(0, 3), plain.row_masks([]), 60)
+    assert criterion.score(torch.zeros(0, 3), plain.row_masks([]), 60) == pytest.approx(none)
+    assert plain.score(shifted, outermost, 60) < 0.6 * none  # 4 lines of 64 and no motion there
+    assert criterion.score(shifted, outermost, 60) > plain.score(shifted, outermost, 60) + 0.2 * none
+    log = []
+    segments, poses = autofocus.search_changes(criterion, True, log).segments()
+    assert segments == [(0, 29)] and np.abs(poses[0].numpy() - [1.5, 1.5, -1.5]).max() < 0.5, log
+    corrected = autofocus.correct(moved, segments, poses)
+    assert np.abs(corrected - still).mean() < 0.6 * np.abs(moved - still).mean()

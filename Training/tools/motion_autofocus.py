@@ -1,6 +1,6 @@
 """Estimating a moved scan's motion from the scan alone (autofocus) on the real moved scans of
-Training/real_scans_motion.py, the timing of the moves known or cut into fixed blocks: how close a physical
-criterion gets to the known motion of Training/tools/motion_known_inversion.py.
+Training/real_scans_motion.py, the timing of the moves known, cut into fixed blocks or searched as change points:
+how close a physical criterion gets to the known motion of Training/tools/motion_known_inversion.py.
 
 The criterion is the data residual of an inversion held to the head's support. A moved scan is m = |A x| (A as in
 motion_known_inversion: each segment of phase-encoding lines from the Fourier transform of the image x rigidly
@@ -8,25 +8,30 @@ moved). The support is drawn from m (`support_mask`); x is fitted to m by FISTA 
 support, so the ghosts in the air must be explained by the motion; the sum of squares left is the criterion
 (`Problem.residual`). It runs on a few central slices, at half resolution by default (the central half of k-space
 in both axes; every line keeps its timing, shifts are halved): its minimum stays at the true motion there, 6-14
-times cheaper.
+times cheaper. A motion also frees the fit to explain the noise in the air (a shift of the outermost lines most
+of all: the magnitude turns them into a haze on the noise floor). Unless `--no-twin`, the criterion takes that back
+(`Problem.objective`): the same fit on a twin of the scan with no motion and the same noise level (`noise_twin`)
+measures how much noise each motion explains. Shifts are searched up to MAX_SHIFT_MM.
 
-The search (`search`): moved segments that hold each other's mirror lines about the k-space centre form a group
-(`mirror_groups`: the magnitude image mixes each line with its mirror). Each group, nearest the centre first, gets
-the best shared pose of a dense grid (rotation and shifts from -GRID_EXTENT to GRID_EXTENT in steps of GRID_STEP:
-degrees and pixels) with the others held, screened at SCREEN_STEPS and the best RANK_KEEP ranked at RANK_STEPS,
-then REFINE_STEPS gradient steps on its poses; then each segment of a group of several alike, alone; at the end
-JOINT_STEPS gradient steps on all poses at full resolution. Segments mostly outside the half band are searched at
-full resolution. Pose gradients use the fitted image held fixed (the envelope of the fit). The segments are the
-true ones (`--timing known`) or fixed blocks of lines (`--timing blocks`, `block_segments`). The scan is then
-inverted with the found motion as motion_known_inversion inverts with the true one, and scored against the clean
-scan (numbers in Training/README.md).
+The search with the timing given (`search`): moved segments that hold each other's mirror lines about the k-space
+centre form a group (`mirror_groups`: the magnitude image mixes each line with its mirror). Each group, nearest the
+centre first, gets the best shared pose of a dense grid (`pose_grid`, steps of GRID_STEP) with the others held,
+screened at SCREEN_STEPS and the best RANK_KEEP ranked at RANK_STEPS, then REFINE_STEPS gradient steps on its
+poses; then each segment of a group of several alike, alone; at the end JOINT_STEPS gradient steps on all poses at
+full resolution. Segments mostly outside the half band are searched at full resolution. Pose gradients use the
+fitted image held fixed (the envelope of the fit). The segments are the true ones (`--timing known`) or fixed
+blocks of lines (`--timing blocks`, `block_segments`). With `--timing changes` the timing is searched too
+(`search_changes`): the moves are change points on each side of the k-space centre, which keeps the reference pose
+(`Timing`), added one at a time. The scan is then inverted with the found motion as motion_known_inversion inverts
+with the true one, and scored against the clean scan (numbers in Training/README.md).
 
-    .venv/bin/python Training/tools/motion_autofocus.py [--scans brain2 ...] [--timing known|blocks] [--slices 2]
-        [--threads 1] [--out FILE.json]
+    .venv/bin/python Training/tools/motion_autofocus.py [--scans brain2 ...] [--timing known|blocks|changes]
+        [--no-twin] [--slices 2] [--threads 1] [--out FILE.json]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -34,7 +39,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -49,12 +54,13 @@ from motion_known_inversion import acquire, landweber, row_masks  # noqa: E402
 from real_scans_motion import SCANS, SEED, acquisitions, scan_motion  # noqa: E402
 
 from MedTranslateLib.metrics import largest_component  # noqa: E402
-from MedTranslateLib.simulate import motion_segments  # noqa: E402
+from MedTranslateLib.simulate import motion_segments, rician_noise  # noqa: E402
 
 SUPPORT_SMOOTHING_VOXELS = 2.0
 SUPPORT_THRESHOLD = 0.1  # of the moved scan's 99.5th percentile
 SUPPORT_GROWTH_VOXELS = 2
-GRID_EXTENT = 9.0
+GRID_EXTENT = 9.0  # degrees
+MAX_SHIFT_MM = 10.0  # a head held in a coil moves a centimetre at most; the simulation's moves reach 10 mm apart
 GRID_STEP = 1.5
 SCREEN_STEPS = 10
 RANK_KEEP = 32
@@ -64,6 +70,14 @@ JOINT_STEPS = 30
 POSE_LEARNING_RATE = 0.1
 FIT_STEP_SIZE = 0.5  # step 1 diverges after about 100 steps on Colin27 (|A x| is not smooth where A x is 0)
 INVERSION_STEPS = 10
+TWIN_WEIGHT = 2.0
+NOISE_MARGIN = 6  # pixels beyond the support where noise_twin reads the noise level
+CHANGE_STEP = 3.0  # pose grid of the change search (twice as coarse at full resolution), refined by gradient steps
+CHANGE_RATIO = 1.35  # candidate change lines lie at distances round(CHANGE_RATIO ** k) from the k-space centre
+CHANGE_KEEP = 3  # the best poses ranked at each candidate change, ranked again at full resolution
+CHANGE_GAIN = 0.05  # a change is kept when it lowers the criterion by this fraction
+MAX_CHANGES = 4
+SIDES = {"below": ("below",), "above": ("above",), "both": ("below", "above")}  # "both": mirror changes at once
 
 
 def support_mask(moved: np.ndarray) -> np.ndarray:
@@ -89,6 +103,9 @@ class Problem:
     support: torch.Tensor
     line_offset: int
     shift_scale: float
+    max_shift: float  # the largest shift searched, in full-resolution pixels
+    twin: Optional["Problem"] = None  # the same criterion on a still scan with this scan's noise (noise_twin)
+    twin_still: float = 0.0  # the twin's residual with no motion
 
     def row_masks(self, segments: Sequence[Tuple[int, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
         """motion_known_inversion.row_masks of the moved `segments` (full-resolution centred lines) on this grid."""
@@ -124,20 +141,34 @@ class Problem:
         """The criterion: sum of squares of |A x| - m for the fitted `image` (differentiable in `poses`)."""
         return ((self.forward(image, poses, masks) - self.observed) ** 2).sum()
 
+    def objective(self, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor], steps: int
+                  ) -> torch.Tensor:
+        """The criterion after `steps` fitting steps from the masked observed scan (differentiable in `poses`
+        through the envelope of the fit): the residual, plus whatever the same motion lowers the twin's residual
+        below its still one. A motion on some lines frees the image to fit noise in the air around the head
+        (most of all a shift of the outermost lines); on the twin, which has no motion to find, that is all a
+        motion explains. The penalty is TWIN_WEIGHT times it (Mallows' Cp: twice the noise a fit explains)."""
+        value = self.residual(self.fit(poses, masks, steps), poses, masks)
+        if self.twin is not None:
+            twin = self.twin.residual(self.twin.fit(poses, masks, steps), poses, masks)
+            value = value + TWIN_WEIGHT * torch.relu(self.twin_still - twin)
+        return value
+
     def score(self, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor], steps: int) -> float:
-        """The criterion after `steps` fitting steps from the masked observed scan."""
-        image = self.fit(poses, masks, steps)
-        with torch.no_grad():
-            return float(self.residual(image, poses, masks))
+        """`objective` as a number."""
+        return float(self.objective(poses.detach(), masks, steps).detach())
 
 
-def problem(moved: np.ndarray, slices: Sequence[int], support: Optional[np.ndarray] = None) -> Problem:
+def problem(moved: np.ndarray, slices: Sequence[int], support: Optional[np.ndarray] = None,
+            spacing_mm: Optional[float] = None) -> Problem:
     """The full-resolution criterion of the (Z, Y, X) moved scan on its `slices`, phase encoding along Y; `support`:
-    the scan's support_mask, when already drawn."""
+    the scan's support_mask, when already drawn; shifts searched up to MAX_SHIFT_MM at the in-plane pixel size
+    `spacing_mm`, or GRID_EXTENT pixels when it is not given."""
     scale = float(np.percentile(moved, 99.5)) or 1.0
     support = (support_mask(moved) if support is None else support)[list(slices)]
     observed = torch.from_numpy((moved[list(slices)] / scale).astype(np.float32))[:, None]
-    return Problem(observed, torch.from_numpy(support.astype(np.float32))[:, None], 0, 1.0)
+    max_shift = GRID_EXTENT if spacing_mm is None else MAX_SHIFT_MM / spacing_mm
+    return Problem(observed, torch.from_numpy(support.astype(np.float32))[:, None], 0, 1.0, max_shift)
 
 
 def half_resolution(full: Problem) -> Problem:
@@ -151,14 +182,33 @@ def half_resolution(full: Problem) -> Problem:
     observed = torch.abs(torch.fft.ifft2(torch.fft.ifftshift(cropped, dim=(-2, -1)))) * (low_h * low_w) / (
         height * width)
     support = torch.nn.functional.adaptive_max_pool2d(full.support, (low_h, low_w))
-    return Problem(observed[:, None].float(), support, full.line_offset + first_r,
-                   full.shift_scale * low_h / height)
+    low = Problem(observed[:, None].float(), support, full.line_offset + first_r, full.shift_scale * low_h / height,
+                  full.max_shift)
+    return low if full.twin is None else with_twin(low, half_resolution(full.twin))
 
 
-def pose_grid() -> torch.Tensor:
-    """(P, 3) poses of the dense grid: rotation (degrees) and shifts (pixels) from -GRID_EXTENT to GRID_EXTENT."""
-    values = np.arange(-GRID_EXTENT, GRID_EXTENT + 1e-6, GRID_STEP)
-    return torch.tensor(list(itertools.product(values, values, values)), dtype=torch.float32)
+def with_twin(crit: Problem, twin: Problem) -> Problem:
+    """`crit` with `twin` (no twin of its own) as its noise twin."""
+    return dataclasses.replace(crit, twin=twin, twin_still=twin.score(torch.zeros(0, 3), twin.row_masks([]), 0))
+
+
+def noise_twin(crit: Problem, seed: int) -> Problem:
+    """`crit` with a noise twin: its still image (the observed scan inside the support) with Rician noise of the
+    observed scan's level (the median of the air NOISE_MARGIN pixels beyond the support over sqrt(2 ln 2), the
+    median of noise alone) drawn by `seed`."""
+    beyond = torch.nn.functional.max_pool2d(crit.support, 2 * NOISE_MARGIN + 1, stride=1, padding=NOISE_MARGIN) == 0
+    level = float(crit.observed[beyond].median()) / math.sqrt(2.0 * math.log(2.0))
+    still = (crit.observed * crit.support).numpy()
+    noisy = torch.from_numpy(rician_noise(still, level, np.random.default_rng(seed)).astype(np.float32))
+    return with_twin(crit, dataclasses.replace(crit, observed=noisy))
+
+
+def pose_grid(step: float, max_shift: float) -> torch.Tensor:
+    """(P, 3) poses of a grid of about `step`: rotation from -GRID_EXTENT to GRID_EXTENT degrees, shifts from
+    -`max_shift` to `max_shift` pixels."""
+    rotations = np.linspace(-GRID_EXTENT, GRID_EXTENT, 2 * round(GRID_EXTENT / step) + 1)
+    shifts = np.linspace(-max_shift, max_shift, 2 * round(max_shift / step) + 1)
+    return torch.tensor(list(itertools.product(rotations, shifts, shifts)), dtype=torch.float32)
 
 
 def refine(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor], free: Sequence[int],
@@ -171,8 +221,7 @@ def refine(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.
     chosen = torch.zeros(len(poses), 1)
     chosen[list(free)] = 1.0
     for step in range(steps + 1):
-        image = crit.fit(current, masks, RANK_STEPS)
-        residual = crit.residual(image, current, masks)
+        residual = crit.objective(current, masks, RANK_STEPS)
         if float(residual.detach()) < best_residual:
             best, best_residual = current.detach().clone(), float(residual.detach())
         if step == steps:
@@ -181,6 +230,9 @@ def refine(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.
         residual.backward()
         current.grad *= chosen
         optimiser.step()
+        with torch.no_grad():
+            current[:, 0].clamp_(-GRID_EXTENT, GRID_EXTENT)
+            current[:, 1:].clamp_(-crit.max_shift, crit.max_shift)
     return best, best_residual
 
 
@@ -188,7 +240,7 @@ def search_poses(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, 
                  indices: Sequence[int], log: List[str]) -> torch.Tensor:
     """`poses` with one pose shared by the segments `indices` chosen from the dense grid (screened, ranked), then
     their poses refined."""
-    candidates = pose_grid()
+    candidates = pose_grid(GRID_STEP, crit.max_shift)
 
     def trial(candidate: torch.Tensor) -> torch.Tensor:
         shared = poses.clone()
@@ -231,6 +283,134 @@ def block_segments(lines: int) -> List[Tuple[int, int]]:
     for inner, outer in zip(edges[:-1], edges[1:]):
         blocks += [(centre - outer, centre - inner), (centre + inner + 1, centre + outer + 1)]
     return blocks
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Moves as change points on each side of the k-space centre line c of `lines` lines, which keeps the
+    reference pose. `below`: (distance d, pose) pairs, lines c - d and all below it up to the next change take the
+    pose; `above` likewise from line c + d up. Distances ascend on each side."""
+
+    lines: int
+    below: Tuple[Tuple[int, Tuple[float, float, float]], ...] = ()
+    above: Tuple[Tuple[int, Tuple[float, float, float]], ...] = ()
+
+    def segments(self) -> Tuple[List[Tuple[int, int]], torch.Tensor]:
+        """The moved segments' (first, last) centred lines and their (S, 3) poses."""
+        centre, segments, poses = self.lines // 2, [], []
+        for changes, sign in ((self.below, -1), (self.above, 1)):
+            ends = [d for d, _ in changes[1:]] + [centre + 1 if sign < 0 else self.lines - centre]
+            for (distance, pose), end in zip(changes, ends):
+                first, last = (centre - end + 1, centre - distance + 1) if sign < 0 else (centre + distance,
+                                                                                          centre + end)
+                segments.append((first, last))
+                poses.append(pose)
+        return segments, torch.tensor(poses, dtype=torch.float32).reshape(-1, 3)
+
+    def with_change(self, side: str, distance: int, poses: Sequence[Sequence[float]]) -> "Timing":
+        """This timing with a change at `distance` on `side` (a key of SIDES) to `poses`, one per side it names."""
+        timing = self
+        for one, pose in zip(SIDES[side], poses):
+            changes = dict(getattr(timing, one))
+            changes[distance] = tuple(float(v) for v in pose)
+            timing = dataclasses.replace(timing, **{one: tuple(sorted(changes.items()))})
+        return timing
+
+    def poses_at(self, side: str, distance: int) -> List[Tuple[float, float, float]]:
+        """The poses of the change at `distance` on each side `side` names."""
+        return [dict(getattr(self, one))[distance] for one in SIDES[side]]
+
+    def taken(self, side: str) -> Set[int]:
+        """The distances of the changes on the sides `side` names."""
+        return {d for one in SIDES[side] for d, _ in getattr(self, one)}
+
+    def with_poses(self, poses: torch.Tensor) -> "Timing":
+        """This timing's changes with the (S, 3) `poses` in `segments`' order."""
+        values = [tuple(float(v) for v in pose) for pose in poses.tolist()]
+        count = len(self.below)
+        return Timing(self.lines, tuple((d, p) for (d, _), p in zip(self.below, values[:count])),
+                      tuple((d, p) for (d, _), p in zip(self.above, values[count:])))
+
+    def index(self, side: str, distance: int) -> List[int]:
+        """The rows in `segments` of the segments starting at the change `distance` on the sides `side` names."""
+        rows = []
+        for one in SIDES[side]:
+            distances = [d for d, _ in getattr(self, one)]
+            rows.append((0 if one == "below" else len(self.below)) + distances.index(distance))
+        return rows
+
+
+def change_distances(lines: int, side: str) -> List[int]:
+    """Candidate distances of a change from the k-space centre line on `side`: round(CHANGE_RATIO ** k)."""
+    reach = lines // 2 if side == "below" else lines - lines // 2 - 1  # "both" reaches as far as "above"
+    return sorted({round(CHANGE_RATIO ** k) for k in range(64) if round(CHANGE_RATIO ** k) <= reach})
+
+
+def search_changes(full: Problem, screen_half: bool, log: List[str]) -> Timing:
+    """The timing and poses of the moves found on the `full`-resolution criterion: change points added one at a
+    time, each the best of every candidate side (SIDES), distance and pose of a grid of CHANGE_STEP (screened at
+    SCREEN_STEPS, the best RANK_KEEP of each change again at RANK_STEPS, and its best CHANGE_KEEP at full
+    resolution), its poses refined and its line moved to the best between its neighbouring candidates; kept while
+    it lowers the criterion by CHANGE_GAIN, at most MAX_CHANGES; then all poses refined together."""
+    lines = full.observed.shape[2]
+    low = half_resolution(full) if screen_half else full
+    band = (low.line_offset, low.line_offset + low.observed.shape[2])
+    grids = {id(low): [tuple(pose) for pose in pose_grid(CHANGE_STEP, full.max_shift).tolist()],
+             id(full): [tuple(pose) for pose in pose_grid(2.0 * CHANGE_STEP, full.max_shift).tolist()]}
+
+    def criterion(timing: Timing, side: str, distance: int) -> Problem:
+        segment = timing.segments()[0][timing.index(side, distance)[0]]
+        seen = max(min(segment[1], band[1]) - max(segment[0], band[0]), 0)
+        return low if seen > 0 else full  # a change whose first lines lie in the half band shows there
+
+    def rank_score(timing: Timing) -> float:
+        segments, poses = timing.segments()
+        return full.score(poses, full.row_masks(segments), RANK_STEPS)
+
+    timing = Timing(lines)
+    current = rank_score(timing)
+    log.append(f"none: {current:.4g}")
+    print(log[-1], flush=True)
+    for _ in range(MAX_CHANGES):
+        kept = []
+        for side, sides in SIDES.items():
+            for distance in (d for d in change_distances(lines, side) if d not in timing.taken(side)):
+                crit = criterion(timing.with_change(side, distance, [(0.0, 0.0, 0.0)] * len(sides)), side, distance)
+
+                def trial_score(pose: Tuple[float, ...], steps: int) -> float:
+                    segments, poses = timing.with_change(side, distance, [pose] * len(sides)).segments()
+                    return crit.score(poses, crit.row_masks(segments), steps)
+
+                screened = sorted(grids[id(crit)], key=lambda pose: trial_score(pose, SCREEN_STEPS))[:RANK_KEEP]
+                ranked_here = sorted(screened, key=lambda pose: trial_score(pose, RANK_STEPS))
+                kept += [(side, distance, pose) for pose in ranked_here[:CHANGE_KEEP]]
+        ranked = sorted((rank_score(timing.with_change(side, d, [pose] * len(SIDES[side]))), side, d, pose)
+                        for side, d, pose in kept)
+        _, side, distance, pose = ranked[0]
+        trial = timing.with_change(side, distance, [pose] * len(SIDES[side]))
+        segments, poses = trial.segments()
+        poses, residual = refine(full, poses, full.row_masks(segments), trial.index(side, distance), REFINE_STEPS)
+        trial = trial.with_poses(poses)
+        poses_found = trial.poses_at(side, distance)
+        candidates = change_distances(lines, side)
+        at = candidates.index(distance)
+        for moved_to in range(candidates[max(at - 1, 0)] + 1, candidates[min(at + 1, len(candidates) - 1)]):
+            if moved_to != distance and moved_to not in timing.taken(side):
+                score = rank_score(timing.with_change(side, moved_to, poses_found))
+                if score < residual:
+                    trial, residual = timing.with_change(side, moved_to, poses_found), score
+        accepted = residual < (1.0 - CHANGE_GAIN) * current
+        log.append(f"change {side} {sorted(trial.taken(side))}: {[[round(v, 2) for v in p] for p in poses_found]} "
+                   f"({residual:.4g} against {current:.4g}){'' if accepted else ', not kept'}")
+        print(log[-1], flush=True)
+        if not accepted:
+            break
+        timing, current = trial, residual
+    segments, poses = timing.segments()
+    poses, residual = refine(full, poses, full.row_masks(segments), range(len(segments)), JOINT_STEPS)
+    log.append(f"joint: {segments} {[[round(v, 2) for v in pose] for pose in poses.tolist()]} ({residual:.4g})")
+    print(log[-1], flush=True)
+    return timing.with_poses(poses)
 
 
 def search(full: Problem, segments: Sequence[Tuple[int, int]], screen_half: bool, log: List[str]) -> torch.Tensor:
@@ -284,8 +464,10 @@ def central_slices(support: np.ndarray, count: int) -> List[int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scans", nargs="+", default=list(SCANS), choices=SCANS)
-    parser.add_argument("--timing", choices=("known", "blocks"), default="known",
-                        help="the true segments' lines, or blocks of lines each with its own pose (block_segments)")
+    parser.add_argument("--timing", choices=("known", "blocks", "changes"), default="known",
+                        help="the true segments' lines, blocks of lines each with its own pose (block_segments), "
+                             "or change points found with the poses (search_changes)")
+    parser.add_argument("--no-twin", action="store_true", help="the criterion without its noise twin's penalty")
     parser.add_argument("--slices", type=int, default=2, help="central slices the criterion sees (0: all)")
     parser.add_argument("--full-resolution", action="store_true", help="screen at full resolution too")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
@@ -304,12 +486,16 @@ def main() -> int:
                  if not s.reference]
         true_segments = [(s.first, s.last) for s in truth]
         true_poses = torch.tensor([[s.rotation_deg, *s.shift_voxels] for s in truth], dtype=torch.float32)
-        segments = true_segments if args.timing == "known" else block_segments(moved.shape[1])
         support = support_mask(moved)
-        full = problem(moved, central_slices(support, args.slices), support)
+        full = problem(moved, central_slices(support, args.slices), support, image.GetSpacing()[1])
+        full = full if args.no_twin else noise_twin(full, seed)
         log: List[str] = []
         started = time.time()
-        poses = search(full, segments, not args.full_resolution, log)
+        if args.timing == "changes":
+            segments, poses = search_changes(full, not args.full_resolution, log).segments()
+        else:
+            segments = true_segments if args.timing == "known" else block_segments(moved.shape[1])
+            poses = search(full, segments, not args.full_resolution, log)
         seconds = time.time() - started
         results[name] = {
             "segments": segments, "found_poses": poses.tolist(), "true_segments": true_segments,
