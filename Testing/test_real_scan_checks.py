@@ -413,7 +413,8 @@ def test_motion_autofocus_takes_back_the_noise_a_motion_fits_and_finds_when_the_
     assert segments == [(19, 29), (0, 19), (36, 64)] and poses.tolist() == [[1, 0, 0], [0, 0, 0], [2, 0, 0]]
     assert timing.index("both", 4) == [0, 2] and timing.taken("both") == {4, 14}
     still, _, moved, _ = moved_phantom([MotionEvent(0.0, 1.5, (1.5, -1.5)), MotionEvent(0.45, 0.0, (0.0, 0.0))])
-    smaller = {"GRID_EXTENT": 1.5, "CHANGE_STEP": 1.5, "RANK_KEEP": 8, "MAX_CHANGES": 1, "JOINT_STEPS": 5}
+    smaller = {"GRID_EXTENT": 1.5, "CHANGE_STEP": 1.5, "RANK_KEEP": 8, "RANK_STEPS": 30, "MAX_CHANGES": 1,
+               "JOINT_STEPS": 5}
     for name, value in smaller.items():
         monkeypatch.setattr(autofocus, name, value)
     plain = autofocus.problem(moved, [0, 1])
