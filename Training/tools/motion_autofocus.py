@@ -355,8 +355,6 @@ def search_changes(full: Problem, screen_half: bool, log: List[str]) -> Timing:
     lines = full.observed.shape[2]
     low = half_resolution(full) if screen_half else full
     band = (low.line_offset, low.line_offset + low.observed.shape[2])
-    grids = {id(low): [tuple(pose) for pose in pose_grid(CHANGE_STEP, full.max_shift).tolist()],
-             id(full): [tuple(pose) for pose in pose_grid(2.0 * CHANGE_STEP, full.max_shift).tolist()]}
 
     def criterion(timing: Timing, side: str, distance: int) -> Problem:
         segment = timing.segments()[0][timing.index(side, distance)[0]]
@@ -381,7 +379,8 @@ def search_changes(full: Problem, screen_half: bool, log: List[str]) -> Timing:
                     segments, poses = timing.with_change(side, distance, [pose] * len(sides)).segments()
                     return crit.score(poses, crit.row_masks(segments), steps)
 
-                screened = sorted(grids[id(crit)], key=lambda pose: trial_score(pose, SCREEN_STEPS))[:RANK_KEEP]
+                grid = pose_grid(CHANGE_STEP if crit is low else 2.0 * CHANGE_STEP, full.max_shift).tolist()
+                screened = sorted(map(tuple, grid), key=lambda pose: trial_score(pose, SCREEN_STEPS))[:RANK_KEEP]
                 ranked_here = sorted(screened, key=lambda pose: trial_score(pose, RANK_STEPS))
                 kept += [(side, distance, pose) for pose in ranked_here[:CHANGE_KEEP]]
         ranked = sorted((rank_score(timing.with_change(side, d, [pose] * len(SIDES[side]))), side, d, pose)
