@@ -39,7 +39,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -106,6 +106,10 @@ class Problem:
     max_shift: float  # the largest shift searched, in full-resolution pixels
     twin: Optional["Problem"] = None  # the same criterion on a still scan with this scan's noise (noise_twin)
     twin_still: float = 0.0  # the twin's residual with no motion
+
+    def lines_seen(self, first: int, last: int) -> int:
+        """How many of the full-resolution centred lines first..last-1 this grid holds."""
+        return max(min(last, self.line_offset + self.observed.shape[2]) - max(first, self.line_offset), 0)
 
     def row_masks(self, segments: Sequence[Tuple[int, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
         """motion_known_inversion.row_masks of the moved `segments` (full-resolution centred lines) on this grid."""
@@ -236,6 +240,13 @@ def refine(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.
     return best, best_residual
 
 
+def shortlist(candidates: Sequence[Any], score: Callable[[Any, int], float]) -> List[Tuple[float, Any]]:
+    """The RANK_KEEP `candidates` of lowest `score`(candidate, SCREEN_STEPS), as (score at RANK_STEPS, candidate),
+    lowest first."""
+    screened = sorted(candidates, key=lambda candidate: score(candidate, SCREEN_STEPS))[:RANK_KEEP]
+    return sorted(((score(candidate, RANK_STEPS), candidate) for candidate in screened), key=lambda pair: pair[0])
+
+
 def search_poses(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, torch.Tensor],
                  indices: Sequence[int], log: List[str]) -> torch.Tensor:
     """`poses` with one pose shared by the segments `indices` chosen from the dense grid (screened, ranked), then
@@ -247,12 +258,10 @@ def search_poses(crit: Problem, poses: torch.Tensor, masks: Tuple[torch.Tensor, 
         shared[list(indices)] = candidate
         return shared
 
-    screened = [crit.score(trial(candidate), masks, SCREEN_STEPS) for candidate in candidates]
-    ranked = sorted(((crit.score(trial(candidates[int(order)]), masks, RANK_STEPS), trial(candidates[int(order)]))
-                     for order in np.argsort(screened)[:RANK_KEEP]), key=lambda pair: pair[0])
-    best, residual = refine(crit, ranked[0][1], masks, indices, REFINE_STEPS)
+    ranked = shortlist(candidates, lambda candidate, steps: crit.score(trial(candidate), masks, steps))
+    best, residual = refine(crit, trial(ranked[0][1]), masks, indices, REFINE_STEPS)
     resolution = "half" if crit.shift_scale < 1.0 else "full"
-    log.append(f"segments {list(indices)} ({resolution} resolution): grid {ranked[0][1][indices[0]].tolist()} "
+    log.append(f"segments {list(indices)} ({resolution} resolution): grid {ranked[0][1].tolist()} "
                f"({ranked[0][0]:.4g}), refined {[[round(v, 2) for v in best[i].tolist()] for i in indices]} "
                f"({residual:.4g})")
     print(log[-1], flush=True)
@@ -354,12 +363,10 @@ def search_changes(full: Problem, screen_half: bool, log: List[str]) -> Timing:
     it lowers the criterion by CHANGE_GAIN, at most MAX_CHANGES; then all poses refined together."""
     lines = full.observed.shape[2]
     low = half_resolution(full) if screen_half else full
-    band = (low.line_offset, low.line_offset + low.observed.shape[2])
 
     def criterion(timing: Timing, side: str, distance: int) -> Problem:
-        segment = timing.segments()[0][timing.index(side, distance)[0]]
-        seen = max(min(segment[1], band[1]) - max(segment[0], band[0]), 0)
-        return low if seen > 0 else full  # a change whose first lines lie in the half band shows there
+        first, last = timing.segments()[0][timing.index(side, distance)[0]]
+        return low if low.lines_seen(first, last) > 0 else full  # a change whose first lines lie in the band shows
 
     def rank_score(timing: Timing) -> float:
         segments, poses = timing.segments()
@@ -380,11 +387,10 @@ def search_changes(full: Problem, screen_half: bool, log: List[str]) -> Timing:
                     return crit.score(poses, crit.row_masks(segments), steps)
 
                 grid = pose_grid(CHANGE_STEP if crit is low else 2.0 * CHANGE_STEP, full.max_shift).tolist()
-                screened = sorted(map(tuple, grid), key=lambda pose: trial_score(pose, SCREEN_STEPS))[:RANK_KEEP]
-                ranked_here = sorted(screened, key=lambda pose: trial_score(pose, RANK_STEPS))
-                kept += [(side, distance, pose) for pose in ranked_here[:CHANGE_KEEP]]
-        ranked = sorted((rank_score(timing.with_change(side, d, [pose] * len(SIDES[side]))), side, d, pose)
-                        for side, d, pose in kept)
+                kept += [(score if crit is full else None, side, distance, pose)  # at full resolution: ranked
+                         for score, pose in shortlist(list(map(tuple, grid)), trial_score)[:CHANGE_KEEP]]
+        ranked = sorted((rank_score(timing.with_change(side, d, [pose] * len(SIDES[side]))) if score is None
+                         else score, side, d, pose) for score, side, d, pose in kept)
         _, side, distance, pose = ranked[0]
         trial = timing.with_change(side, distance, [pose] * len(SIDES[side]))
         segments, poses = trial.segments()
@@ -417,7 +423,6 @@ def search(full: Problem, segments: Sequence[Tuple[int, int]], screen_half: bool
     criterion (module docstring)."""
     lines = full.observed.shape[2]
     low = half_resolution(full) if screen_half else full
-    window = (low.line_offset, low.line_offset + low.observed.shape[2])
     centre = lines // 2
 
     def distance(indices: Sequence[int]) -> int:
@@ -425,7 +430,7 @@ def search(full: Problem, segments: Sequence[Tuple[int, int]], screen_half: bool
 
     def criterion(indices: Sequence[int]) -> Problem:
         lines = sum(segments[i][1] - segments[i][0] for i in indices)
-        seen = sum(max(min(segments[i][1], window[1]) - max(segments[i][0], window[0]), 0) for i in indices)
+        seen = sum(low.lines_seen(*segments[i]) for i in indices)
         return low if 2 * seen >= lines else full  # segments mostly outside the half band: full resolution
 
     poses = torch.zeros(len(segments), 3)
