@@ -343,6 +343,42 @@ def test_known_motion_operator_matches_the_simulation_and_its_inversion_undoes_m
     assert np.abs(estimate - still).mean() < 0.5 * np.abs(moved - still).mean()
 
 
+def test_known_motion_with_errors_moves_each_change_of_pose_once_and_undoes_less():
+    """Training/tools/motion_known_inversion.py: `with_errors` moves every line where the pose changes by the
+    boundary error (both segments it divides alike, the scan's first and last lines held), drops segments that
+    close up, and draws pose errors of the given size; the inversion given a motion 2 degrees and pixels off
+    undoes far less than the true motion."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training" / "tools"))
+    from motion_known_inversion import invert_segments, moved_segments, with_errors
+
+    from MedTranslateLib.simulate import MotionEvent, kspace_motion
+
+    segments, poses = [(0, 20), (20, 45), (60, 100)], torch.ones(3, 3)
+    rng = np.random.default_rng(3)
+    same_segments, same_poses = with_errors(segments, poses, 100, rng)
+    assert same_segments == segments and torch.equal(same_poses, poses)
+    moved_to, _ = with_errors(segments, poses, 100, rng, boundary_error=4)
+    assert moved_to[0][0] == 0 and moved_to[2][1] == 100 and moved_to[0][1] == moved_to[1][0]  # moved once
+    edges = ((moved_to[0][1], 20), (moved_to[1][1], 45), (moved_to[2][0], 60))
+    assert [abs(new - old) for new, old in edges] == [4, 4, 4]
+    short = [with_errors([(10, 12), (12, 50)], torch.ones(2, 3), 100, rng, boundary_error=4)[0] for _ in range(20)]
+    assert all(first < last for kept in short for first, last in kept) and min(map(len, short)) == 1
+    draws = torch.cat([with_errors(segments, poses, 100, rng, pose_error=0.5)[1] for _ in range(50)])
+    assert abs(float((draws - 1.0).std()) - 0.5) < 0.05
+    z, y, x = np.indices((2, 48, 40))
+    still = (((y - 24) / 18.0) ** 2 + ((x - 20) / 15.0) ** 2 < 1.0) * (1.0 + 0.5 * np.sin(y / 2.0 + z)) * 100.0
+    still = ndimage.gaussian_filter(still, (0, 1, 1)).astype(np.float32)
+    events = [MotionEvent(0.45, 5.0, (2.0, -1.5)), MotionEvent(0.6, -3.0, (-2.5, 2.0))]
+    moved = kspace_motion(still, events, phase_axis=0)
+    segments, poses = moved_segments(events, 48)
+    assert segments == [(0, 22), (29, 48)]
+    error = {key: np.abs(invert_segments(moved, *motion, 10) - still).mean() for key, motion in
+             (("truth", (segments, poses)), ("off", (segments, poses + torch.tensor([2.0, 2.0, -2.0]))))}
+    assert error["truth"] < 0.5 * error["off"], error
+
+
 def moved_phantom(events=None):
     """(still, noise-free moved, moved with Rician noise of 1) (2, 64, 64) float32 head phantoms, and the motion
     `events` (default: lines 19-28 moved by 3 degrees and (3, -1.5) pixels, the rest still)."""
@@ -366,6 +402,7 @@ def test_motion_autofocus_finds_a_moved_segment_from_the_moved_scan_alone(monkey
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training" / "tools"))
     import motion_autofocus as autofocus
+    from motion_known_inversion import invert_segments
 
     from MedTranslateLib.simulate import motion_segments
 
@@ -391,7 +428,7 @@ def test_motion_autofocus_finds_a_moved_segment_from_the_moved_scan_alone(monkey
     log = []
     found = autofocus.search(criterion, segments, True, log)
     assert len(log) == 2 and np.abs(found[0].numpy() - truth[0].numpy()).max() < 1.0, log
-    corrected = autofocus.correct(moved, segments, found)
+    corrected = invert_segments(moved, segments, found, autofocus.INVERSION_STEPS)
     assert np.abs(corrected - still).mean() < 0.5 * np.abs(moved - still).mean()
 
 
@@ -404,6 +441,7 @@ def test_motion_autofocus_takes_back_the_noise_a_motion_fits_and_finds_when_the_
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Training" / "tools"))
     import motion_autofocus as autofocus
+    from motion_known_inversion import invert_segments
 
     from MedTranslateLib.simulate import MotionEvent
 
@@ -427,5 +465,5 @@ def test_motion_autofocus_takes_back_the_noise_a_motion_fits_and_finds_when_the_
     log = []
     segments, poses = autofocus.search_changes(criterion, True, log).segments()
     assert segments == [(0, 29)] and np.abs(poses[0].numpy() - [1.5, 1.5, -1.5]).max() < 0.5, log
-    corrected = autofocus.correct(moved, segments, poses)
+    corrected = invert_segments(moved, segments, poses, autofocus.INVERSION_STEPS)
     assert np.abs(corrected - still).mean() < 0.6 * np.abs(moved - still).mean()

@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 from evaluate_real_scans import real_scans, reference_based  # noqa: E402
-from motion_known_inversion import acquire, landweber, row_masks  # noqa: E402
+from motion_known_inversion import acquire, invert_segments, row_masks  # noqa: E402
 from real_scans_motion import SCANS, SEED, acquisitions, scan_motion  # noqa: E402
 
 from MedTranslateLib.metrics import largest_component  # noqa: E402
@@ -447,13 +447,6 @@ def search(full: Problem, segments: Sequence[Tuple[int, int]], screen_half: bool
     return poses
 
 
-def correct(moved: np.ndarray, segments: Sequence[Tuple[int, int]], poses: torch.Tensor) -> np.ndarray:
-    """(Z, Y, X) float64 estimate of the still scan: motion_known_inversion.landweber (INVERSION_STEPS, no support)
-    with the `poses` of `segments`, as motion_known_inversion inverts with the true motion."""
-    masks = row_masks(segments, moved.shape[1:])
-    return landweber(moved, lambda image: acquire(image, poses, masks), INVERSION_STEPS)
-
-
 def central_slices(support: np.ndarray, count: int) -> List[int]:
     """The `count` slices around the middle of the head's extent along Z in the scan's (Z, Y, X) `support`
     (support_mask; all slices of the head when count <= 0)."""
@@ -508,7 +501,8 @@ def main() -> int:
                          "truth": full.score(true_poses, full.row_masks(true_segments), RANK_STEPS),
                          "found": full.score(poses, full.row_masks(segments), RANK_STEPS)},
             "moved": reference_based(moved.astype(np.float64), clean),
-            "found_motion_inverted": reference_based(correct(moved, segments, poses), clean),
+            "found_motion_inverted": reference_based(invert_segments(moved, segments, poses, INVERSION_STEPS),
+                                                      clean),
             "seconds": round(seconds, 1), "log": log}
         print(f"{name}: {json.dumps({k: v for k, v in results[name].items() if k != 'log'})}", flush=True)
     if args.out:

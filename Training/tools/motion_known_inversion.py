@@ -8,7 +8,11 @@ is found by gradient steps (Landweber) on sum((|A x| - m)^2) from x = m, kept >=
 noise is fitted too. Each result is scored against the clean scan as the motion models are (SSIM, PSNR, MAE;
 numbers in Training/README.md).
 
-    .venv/bin/python Training/tools/motion_known_inversion.py [--steps 10] [--out FILE.json]
+With `--errors` it also measures how exact an estimate of the motion must be for the inversion to help: the true
+motion with errors (`with_errors`), each pose number off by a normal draw of POSE_ERRORS (degrees, pixels), or each
+line where the pose changes moved by BOUNDARY_ERRORS lines, ERROR_DRAWS draws each.
+
+    .venv/bin/python Training/tools/motion_known_inversion.py [--steps 10] [--errors] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -30,6 +34,11 @@ from evaluate_real_scans import real_scans, reference_based  # noqa: E402
 from real_scans_motion import SCANS, SEED, acquisitions, scan_motion  # noqa: E402
 
 from MedTranslateLib.simulate import MotionEvent, motion_segments  # noqa: E402
+
+POSE_ERRORS = (0.25, 0.5, 1.0, 2.0)  # standard deviation of each pose number's error: degrees, pixels
+BOUNDARY_ERRORS = (1, 2, 4, 8)  # lines by which each change of pose is moved
+ERROR_DRAWS = 3
+ERROR_SEED = 0
 
 
 def sampling_grid(shape: Tuple[int, int], pose: torch.Tensor, shift_scale: float = 1.0) -> torch.Tensor:
@@ -78,12 +87,18 @@ def acquire(image: torch.Tensor, poses: torch.Tensor, masks: Tuple[torch.Tensor,
     return torch.abs(torch.fft.ifft2(kspace))[:, None]
 
 
+def moved_segments(events: Sequence[MotionEvent], lines: int) -> Tuple[List[Tuple[int, int]], torch.Tensor]:
+    """The segments of `events` that are not at the reference pose: their (first, last) centred k-space lines of
+    `lines` and their (S, 3) poses (rotation in degrees, shift in rows and columns)."""
+    moved = [segment for segment in motion_segments(events, lines) if not segment.reference]
+    poses = torch.tensor([[segment.rotation_deg, *segment.shift_voxels] for segment in moved], dtype=torch.float32)
+    return [(segment.first, segment.last) for segment in moved], poses.reshape(-1, 3)
+
+
 def operator(events: Sequence[MotionEvent], shape: Tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
     """A: (Z, 1, H, W) image -> (Z, 1, H, W) magnitude with `events`' motion, phase encoding along the rows."""
-    moved = [segment for segment in motion_segments(events, shape[0]) if not segment.reference]
-    masks = row_masks([(segment.first, segment.last) for segment in moved], shape)
-    poses = torch.tensor([[segment.rotation_deg, *segment.shift_voxels] for segment in moved],
-                         dtype=torch.float32).reshape(-1, 3)
+    segments, poses = moved_segments(events, shape[0])
+    masks = row_masks(segments, shape)
     return lambda image: acquire(image, poses, masks)
 
 
@@ -108,22 +123,68 @@ def invert(moved: np.ndarray, events: Sequence[MotionEvent], steps: int) -> np.n
     return landweber(moved, operator(events, moved.shape[1:]), steps)
 
 
+def invert_segments(moved: np.ndarray, segments: Sequence[Tuple[int, int]], poses: torch.Tensor, steps: int
+                    ) -> np.ndarray:
+    """`invert` with a motion given as the moved `segments` (first, last centred lines) and their (S, 3) `poses`."""
+    masks = row_masks(segments, moved.shape[1:])
+    return landweber(moved, lambda image: acquire(image, poses, masks), steps)
+
+
+def with_errors(segments: Sequence[Tuple[int, int]], poses: torch.Tensor, lines: int, rng: np.random.Generator,
+                pose_error: float = 0.0, boundary_error: int = 0) -> Tuple[List[Tuple[int, int]], torch.Tensor]:
+    """The moved `segments` and (S, 3) `poses` with errors: every pose number plus a normal draw of standard
+    deviation `pose_error`; every line where the pose changes (an edge of a segment inside 0..`lines`) moved up or
+    down by `boundary_error` lines at random, the same for both segments it divides, kept within 1..`lines` - 1.
+    Segments that close up are dropped."""
+    edges = sorted({edge for segment in segments for edge in segment if 0 < edge < lines})
+    signs = rng.choice((-1, 1), size=len(edges))
+    moved_edge = {edge: int(np.clip(edge + sign * boundary_error, 1, lines - 1)) for edge, sign in zip(edges, signs)}
+    moved_edge.update({0: 0, lines: lines})
+    noisy = poses + torch.from_numpy(rng.normal(0.0, pose_error, tuple(poses.shape))).float()
+    kept = [(index, (moved_edge[first], moved_edge[last])) for index, (first, last) in enumerate(segments)
+            if moved_edge[first] < moved_edge[last]]
+    return [segment for _, segment in kept], noisy[[index for index, _ in kept]].reshape(-1, 3)
+
+
+def error_scores(moved: np.ndarray, clean: np.ndarray, events: Sequence[MotionEvent], steps: int
+                 ) -> Dict[str, List[Dict[str, float]]]:
+    """The scores of `moved` inverted with its true motion `events` given each error of POSE_ERRORS and
+    BOUNDARY_ERRORS (ERROR_DRAWS draws each, from ERROR_SEED), keyed "pose E" and "lines E"."""
+    segments, poses = moved_segments(events, moved.shape[1])
+    rng = np.random.default_rng(ERROR_SEED)
+    trials: Dict[str, Dict[str, Any]] = {f"pose {e}": {"pose_error": e} for e in POSE_ERRORS}
+    trials.update({f"lines {e}": {"boundary_error": e} for e in BOUNDARY_ERRORS})
+    scores: Dict[str, List[Dict[str, float]]] = {}
+    for key, error in trials.items():
+        scores[key] = []
+        for _ in range(ERROR_DRAWS):
+            wrong_segments, wrong_poses = with_errors(segments, poses, moved.shape[1], rng, **error)
+            estimate = invert_segments(moved, wrong_segments, wrong_poses, steps)
+            scores[key].append(reference_based(estimate, clean))
+        print(f"  {key}: SSIM " + ", ".join(f"{s['ssim']:.3f}" for s in scores[key]) + "; MAE "
+              + ", ".join(f"{s['mae']:.4f}" for s in scores[key]), flush=True)
+    return scores
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--errors", action="store_true", help="also invert with the true motion given errors")
     parser.add_argument("--out", type=Path, default=None, help="write the scores as JSON here")
     args = parser.parse_args()
-    results: Dict[str, Dict[str, Dict[str, float]]] = {}
+    results: Dict[str, Dict[str, Any]] = {}
     scans = real_scans()
     for offset, name in enumerate(SCANS):
         image = scans[name]
         moved = acquisitions(image, SEED + offset)["moved"]
         clean = sitk.GetArrayFromImage(image).astype(np.float64)
-        estimate = invert(moved, scan_motion(image, np.random.default_rng(SEED + offset)), args.steps)
+        events = scan_motion(image, np.random.default_rng(SEED + offset))
         results[name] = {"moved": reference_based(moved.astype(np.float64), clean),
-                         "known_motion_inverted": reference_based(estimate, clean)}
+                         "known_motion_inverted": reference_based(invert(moved, events, args.steps), clean)}
         print(f"{name}: " + ", ".join(f"{key} SSIM {value['ssim']:.3f} MAE {value['mae']:.4f}"
                                       for key, value in results[name].items()), flush=True)
+        if args.errors:
+            results[name]["known_motion_with_errors"] = error_scores(moved, clean, events, args.steps)
     if args.out:
         args.out.write_text(json.dumps({"steps": args.steps, "scans": results}, indent=1) + "\n")
     return 0
