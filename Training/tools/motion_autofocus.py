@@ -50,11 +50,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 from evaluate_real_scans import real_scans, reference_based  # noqa: E402
-from motion_known_inversion import acquire, invert_segments, row_masks  # noqa: E402
+from motion_known_inversion import acquire, invert_segments, moved_segments, row_masks  # noqa: E402
 from real_scans_motion import SCANS, SEED, acquisitions, scan_motion  # noqa: E402
 
 from MedTranslateLib.metrics import largest_component  # noqa: E402
-from MedTranslateLib.simulate import motion_segments, rician_noise  # noqa: E402
+from MedTranslateLib.simulate import rician_noise  # noqa: E402
 
 SUPPORT_SMOOTHING_VOXELS = 2.0
 SUPPORT_THRESHOLD = 0.1  # of the moved scan's 99.5th percentile
@@ -479,10 +479,7 @@ def main() -> int:
         seed = SEED + SCANS.index(name)
         moved = acquisitions(image, seed)["moved"]
         clean = sitk.GetArrayFromImage(image).astype(np.float64)
-        truth = [s for s in motion_segments(scan_motion(image, np.random.default_rng(seed)), moved.shape[1])
-                 if not s.reference]
-        true_segments = [(s.first, s.last) for s in truth]
-        true_poses = torch.tensor([[s.rotation_deg, *s.shift_voxels] for s in truth], dtype=torch.float32)
+        true_segments, true_poses = moved_segments(scan_motion(image, np.random.default_rng(seed)), moved.shape[1])
         support = support_mask(moved)
         full = problem(moved, central_slices(support, args.slices), support, image.GetSpacing()[1])
         full = full if args.no_twin else noise_twin(full, seed)

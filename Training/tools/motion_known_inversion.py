@@ -117,17 +117,17 @@ def landweber(moved: np.ndarray, motion: Callable[[torch.Tensor], torch.Tensor],
     return image[:, 0].numpy().astype(np.float64) * scale
 
 
-def invert(moved: np.ndarray, events: Sequence[MotionEvent], steps: int) -> np.ndarray:
-    """(Z, H, W) moved magnitude scan and its true motion -> (Z, H, W) float64 estimate of the still scan
-    (`landweber` with the true motion's A)."""
-    return landweber(moved, operator(events, moved.shape[1:]), steps)
-
-
 def invert_segments(moved: np.ndarray, segments: Sequence[Tuple[int, int]], poses: torch.Tensor, steps: int
                     ) -> np.ndarray:
-    """`invert` with a motion given as the moved `segments` (first, last centred lines) and their (S, 3) `poses`."""
+    """(Z, H, W) moved magnitude scan and a motion, its moved `segments` (first, last centred lines) and their (S, 3)
+    `poses` -> (Z, H, W) float64 estimate of the still scan (`landweber` with that motion's A)."""
     masks = row_masks(segments, moved.shape[1:])
     return landweber(moved, lambda image: acquire(image, poses, masks), steps)
+
+
+def invert(moved: np.ndarray, events: Sequence[MotionEvent], steps: int) -> np.ndarray:
+    """`invert_segments` with the motion given as its `events` (the true motion)."""
+    return invert_segments(moved, *moved_segments(events, moved.shape[1]), steps)
 
 
 def with_errors(segments: Sequence[Tuple[int, int]], poses: torch.Tensor, lines: int, rng: np.random.Generator,
