@@ -26,7 +26,7 @@ blocks of lines (`--timing blocks`, `block_segments`). With `--timing changes` t
 with the true one, and scored against the clean scan (numbers in Training/README.md).
 
     .venv/bin/python Training/tools/motion_autofocus.py [--scans brain2 ...] [--timing known|blocks|changes]
-        [--no-twin] [--slices 2] [--threads 1] [--out FILE.json]
+        [--no-twin] [--slices 2] [--threads 1] [--inversion-steps 10 ...] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -468,6 +468,9 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=2, help="central slices the criterion sees (0: all)")
     parser.add_argument("--full-resolution", action="store_true", help="screen at full resolution too")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--inversion-steps", type=int, nargs="+", default=[INVERSION_STEPS],
+                        help="Landweber steps of the inversion with the found motion, one score for each (fewer "
+                             "tolerate more error)")
     parser.add_argument("--out", type=Path, default=None, help="write the scores and poses as JSON here")
     args = parser.parse_args()
     if args.threads > 0:
@@ -498,12 +501,13 @@ def main() -> int:
                          "truth": full.score(true_poses, full.row_masks(true_segments), RANK_STEPS),
                          "found": full.score(poses, full.row_masks(segments), RANK_STEPS)},
             "moved": reference_based(moved.astype(np.float64), clean),
-            "found_motion_inverted": reference_based(invert_segments(moved, segments, poses, INVERSION_STEPS),
-                                                      clean),
+            "found_motion_inverted": {str(steps): reference_based(invert_segments(moved, segments, poses, steps),
+                                                                  clean) for steps in args.inversion_steps},
             "seconds": round(seconds, 1), "log": log}
         print(f"{name}: {json.dumps({k: v for k, v in results[name].items() if k != 'log'})}", flush=True)
     if args.out:
-        summary = {"timing": args.timing, "slices": args.slices, "scans": results}
+        summary = {"timing": args.timing, "slices": args.slices, "inversion_steps": args.inversion_steps,
+                   "scans": results}
         args.out.write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
