@@ -380,11 +380,15 @@ def search_changes(full: Problem, screen_half: bool, log: List[str]) -> Timing:
         kept = []
         for side, sides in SIDES.items():
             for distance in (d for d in change_distances(lines, side) if d not in timing.taken(side)):
-                crit = criterion(timing.with_change(side, distance, [(0.0, 0.0, 0.0)] * len(sides)), side, distance)
+                changed = timing.with_change(side, distance, [(0.0, 0.0, 0.0)] * len(sides))
+                crit = criterion(changed, side, distance)
+                segments, still = changed.segments()
+                masks, rows = crit.row_masks(segments), changed.index(side, distance)
 
                 def trial_score(pose: Tuple[float, ...], steps: int) -> float:
-                    segments, poses = timing.with_change(side, distance, [pose] * len(sides)).segments()
-                    return crit.score(poses, crit.row_masks(segments), steps)
+                    poses = still.clone()
+                    poses[rows] = torch.tensor(pose, dtype=torch.float32)
+                    return crit.score(poses, masks, steps)
 
                 grid = pose_grid(CHANGE_STEP if crit is low else 2.0 * CHANGE_STEP, full.max_shift).tolist()
                 kept += [(score if crit is full else None, side, distance, pose)  # at full resolution: ranked
