@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "Training"))
 from evaluate_real_scans import real_scans, reference_based  # noqa: E402
-from motion_known_inversion import acquire, invert_segments, moved_segments, row_masks  # noqa: E402
+from motion_known_inversion import acquire, invert_segments_iterates, moved_segments, row_masks  # noqa: E402
 from real_scans_motion import SCANS, SEED, acquisitions, scan_motion  # noqa: E402
 
 from MedTranslateLib.metrics import largest_component  # noqa: E402
@@ -505,8 +505,8 @@ def main() -> int:
                          "truth": full.score(true_poses, full.row_masks(true_segments), RANK_STEPS),
                          "found": full.score(poses, full.row_masks(segments), RANK_STEPS)},
             "moved": reference_based(moved.astype(np.float64), clean),
-            "found_motion_inverted": {str(steps): reference_based(invert_segments(moved, segments, poses, steps),
-                                                                  clean) for steps in args.inversion_steps},
+            "found_motion_inverted": {str(steps): reference_based(estimate, clean) for steps, estimate in
+                                      invert_segments_iterates(moved, segments, poses, args.inversion_steps).items()},
             "seconds": round(seconds, 1), "log": log}
         print(f"{name}: {json.dumps({k: v for k, v in results[name].items() if k != 'log'})}", flush=True)
     if args.out:

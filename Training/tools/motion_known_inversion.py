@@ -106,23 +106,38 @@ def landweber(moved: np.ndarray, motion: Callable[[torch.Tensor], torch.Tensor],
     """(Z, H, W) moved magnitude scan and A (`motion`, on the scan scaled by its 99.5th percentile) -> (Z, H, W)
     float64 estimate of the still scan: `steps` gradient steps of size 1 (Landweber) on 0.5 * sum((|A x| - m)^2)
     from x = m, kept >= 0."""
+    return landweber_iterates(moved, motion, [steps])[steps]
+
+
+def landweber_iterates(moved: np.ndarray, motion: Callable[[torch.Tensor], torch.Tensor], steps: Sequence[int]
+                       ) -> Dict[int, np.ndarray]:
+    """`landweber`'s estimate after each number of `steps`, from one run of max(steps) steps."""
     scale = float(np.percentile(moved, 99.5)) or 1.0
     observed = torch.from_numpy(moved.astype(np.float32) / scale)[:, None]
     image = observed.clone()
-    for _ in range(steps):
+    estimates = {0: image.detach()} if 0 in steps else {}
+    for step in range(1, max(steps) + 1):
         image.requires_grad_(True)
         residual = motion(image) - observed
         gradient, = torch.autograd.grad(0.5 * (residual ** 2).sum(), image)
         image = torch.relu(image.detach() - gradient)
-    return image[:, 0].numpy().astype(np.float64) * scale
+        if step in steps:
+            estimates[step] = image.detach()  # the next step marks `image` as requiring grad
+    return {step: estimates[step][:, 0].numpy().astype(np.float64) * scale for step in steps}
 
 
 def invert_segments(moved: np.ndarray, segments: Sequence[Tuple[int, int]], poses: torch.Tensor, steps: int
                     ) -> np.ndarray:
     """(Z, H, W) moved magnitude scan and a motion, its moved `segments` (first, last centred lines) and their (S, 3)
     `poses` -> (Z, H, W) float64 estimate of the still scan (`landweber` with that motion's A)."""
+    return invert_segments_iterates(moved, segments, poses, [steps])[steps]
+
+
+def invert_segments_iterates(moved: np.ndarray, segments: Sequence[Tuple[int, int]], poses: torch.Tensor,
+                             steps: Sequence[int]) -> Dict[int, np.ndarray]:
+    """`invert_segments`' estimate after each number of `steps`, from one inversion (`landweber_iterates`)."""
     masks = row_masks(segments, moved.shape[1:])
-    return landweber(moved, lambda image: acquire(image, poses, masks), steps)
+    return landweber_iterates(moved, lambda image: acquire(image, poses, masks), steps)
 
 
 def invert(moved: np.ndarray, events: Sequence[MotionEvent], steps: int) -> np.ndarray:
