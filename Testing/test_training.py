@@ -482,6 +482,27 @@ def test_cyclegan_export_without_inverse_holds_one_generator(slabs, tmp_path, tm
         torch.testing.assert_close(tensor.float(), state["F"][name].float(), atol=2e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.1, 0.0])
+def test_cyclegan_source_cycle_weighs_its_scale_of_lambda(scale, slabs, tmp_path):
+    """The reported cycle loss is λ·(scale·|F(G(s)) − s| + |G(F(t)) − t|), from the networks before the step."""
+    from MedTranslateLib.training.recipes.base import RecipeContext
+    from MedTranslateLib.training.recipes.cyclegan import CycleGAN
+
+    config = tiny_config("cyclegan", slabs, tmp_path, f"recipe.source_cycle_scale={scale}")
+    torch.manual_seed(0)
+    recipe = CycleGAN(config, RecipeContext(device=torch.device("cpu"), log=lambda _: None))
+    source, target = torch.rand(1, 1, 64, 64) * 2 - 1, torch.rand(1, 1, 64, 64) * 2 - 1
+    G, F_ = recipe.networks["G"], recipe.networks["F"]
+    with torch.no_grad():
+        source_cycle = (F_(G(source)) - source).abs().mean().item()
+        target_cycle = (G(F_(target)) - target).abs().mean().item()
+    reported = recipe.train_step({"source": source, "target": target}, 0)["cycle"]
+    lam = config.recipe.lambda_cycle
+    assert reported == pytest.approx(lam * (scale * source_cycle + target_cycle), rel=1e-5)
+    with pytest.raises(ConfigError, match="recipe.source_cycle_scale"):
+        tiny_config("cyclegan", slabs, tmp_path, "recipe.source_cycle_scale=-0.5")
+
+
 def test_keep_best_keeps_the_best_validated_step_of_both_directions(slabs, tmp_path):
     """cyclegan validates both generators; best.pt holds the step whose mean MAE is lowest, survives pruning,
     is never resumed as 'latest', and exports with its selection on the card."""

@@ -2,7 +2,10 @@
 
 G maps source -> target and F target -> source; D_target tells real target slices from G's, D_source real
 source slices from F's. Generator loss: least-squares adversarial + cycle L1 (λ = 10) + identity L1 (0.5 λ);
-discriminators are trained on a history of 50 earlier translations (image pool), their loss halved.
+the source -> target -> source cycle may weigh less than the target -> source -> target one (the reference
+code's λ_A and λ_B): when the source slices vary in contrast and the targets do not, a full-weight source cycle
+makes G hide the source's contrast in its output so that F can restore it. Discriminators are trained on a
+history of 50 earlier translations (image pool), their loss halved.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from .base import Recipe, check_gan_options, set_requires_grad
 class Options:
     gan_mode: str = "lsgan"        # the CycleGAN paper's least-squares loss ("vanilla": BCE, as the articles)
     lambda_cycle: float = 10.0     # λ of the cycle-consistency L1, both directions
+    source_cycle_scale: float = 1.0  # the source -> target -> source cycle's weight as a fraction of λ (λ_A / λ)
     lambda_identity: float = 0.5   # identity L1 weight, as a fraction of λ (0 switches it off)
     pool_size: int = 50            # image history for the discriminators (0: none)
 
@@ -33,7 +37,8 @@ class CycleGAN(Recipe):
 
     @classmethod
     def validate_options(cls, config: Any) -> None:
-        check_gan_options(config.recipe, ("lambda_cycle", "lambda_identity", "pool_size"))
+        check_gan_options(config.recipe, ("lambda_cycle", "source_cycle_scale", "lambda_identity",
+                                                 "pool_size"))
 
     def build(self) -> None:
         channels = self.config.in_channels
@@ -58,7 +63,8 @@ class CycleGAN(Recipe):
         with self.autocast():
             fake_t = G(real_s)
             fake_s = F_(real_t)
-            cycle = (_l1(F_(fake_t), real_s) + _l1(G(fake_s), real_t)) * options.lambda_cycle
+            source_cycle = _l1(F_(fake_t), real_s) * options.source_cycle_scale
+            cycle = (source_cycle + _l1(G(fake_s), real_t)) * options.lambda_cycle
             if options.lambda_identity > 0:
                 identity = (_l1(G(real_t), real_t) + _l1(F_(real_s), real_s)) * (
                     options.lambda_cycle * options.lambda_identity)
