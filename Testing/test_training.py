@@ -29,6 +29,8 @@ from MedTranslateLib.training.checkpoint import checkpoint_folder, list_checkpoi
 from MedTranslateLib.training.config import SCALE_KNEE, DataSection
 from MedTranslateLib.training.data import (SliceDataset, SliceSampler, Volume, knee_curve, load_training_data,
                                            slice_weights)
+from MedTranslateLib.training.recipes.base import RecipeContext
+from MedTranslateLib.training.recipes.cyclegan import CycleGAN
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "Training" / "configs"
@@ -485,9 +487,6 @@ def test_cyclegan_export_without_inverse_holds_one_generator(slabs, tmp_path, tm
 @pytest.mark.parametrize("scale", [1.0, 0.1, 0.0])
 def test_cyclegan_source_cycle_weighs_its_scale_of_lambda(scale, slabs, tmp_path):
     """The reported cycle loss is λ·(scale·|F(G(s)) − s| + |G(F(t)) − t|), from the networks before the step."""
-    from MedTranslateLib.training.recipes.base import RecipeContext
-    from MedTranslateLib.training.recipes.cyclegan import CycleGAN
-
     config = tiny_config("cyclegan", slabs, tmp_path, f"recipe.source_cycle_scale={scale}")
     torch.manual_seed(0)
     recipe = CycleGAN(config, RecipeContext(device=torch.device("cpu"), log=lambda _: None))
