@@ -37,8 +37,7 @@ class CycleGAN(Recipe):
 
     @classmethod
     def validate_options(cls, config: Any) -> None:
-        check_gan_options(config.recipe, ("lambda_cycle", "source_cycle_scale", "lambda_identity",
-                                                 "pool_size"))
+        check_gan_options(config.recipe, ("lambda_cycle", "source_cycle_scale", "lambda_identity", "pool_size"))
 
     def build(self) -> None:
         channels = self.config.in_channels
