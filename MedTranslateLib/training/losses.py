@@ -72,18 +72,3 @@ def content_loss(fake: Sequence[torch.Tensor], real: Sequence[torch.Tensor],
     factors = _weights(weights, len(fake), "content loss")
     terms = [w * F.mse_loss(f.float(), r.float()) for w, f, r in zip(factors, fake, real)]
     return torch.stack(terms).sum()
-
-
-def contrast_matched(image: torch.Tensor, reference: torch.Tensor, degree: int = 3) -> torch.Tensor:
-    """`image` (B, C, H, W) passed through, per image, the polynomial in intensity of `degree` that fits it best
-    to `reference` (same shape) in least squares: an L1 against `reference` then scores the anatomy, not the
-    contrast. The coefficients are fitted without gradient; the gradient flows through `image`."""
-    flat = image.float().flatten(1)                                       # (B, N)
-    powers = torch.stack([flat ** k for k in range(degree + 1)], dim=-1)  # (B, N, degree + 1)
-    with torch.no_grad():
-        gram = powers.transpose(1, 2) @ powers
-        ridge = 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
-        eye = torch.eye(degree + 1, device=image.device)
-        rhs = powers.transpose(1, 2) @ reference.float().flatten(1).unsqueeze(-1)
-        coefficients = torch.linalg.solve(gram + ridge * eye, rhs)        # (B, degree + 1, 1)
-    return (powers @ coefficients).reshape(image.shape)

@@ -4,9 +4,7 @@ G maps source -> target and F target -> source; D_target tells real target slice
 source slices from F's. Generator loss: least-squares adversarial + cycle L1 (λ = 10) + identity L1 (0.5 λ);
 the source -> target -> source cycle may weigh less than the target -> source -> target one (the reference
 code's λ_A and λ_B): when the source slices vary in contrast and the targets do not, a full-weight source cycle
-makes G hide the source's contrast in its output so that F can restore it. Either that cycle weighs less, or
-it is scored after a per-image intensity polynomial maps the rebuilt source onto the source ("matched"), so that
-the anatomy must pass through G but the contrast need not. Discriminators are trained on a
+makes G hide the source's contrast in its output so that F can restore it. Discriminators are trained on a
 history of 50 earlier translations (image pool), their loss halved.
 """
 from __future__ import annotations
@@ -17,12 +15,9 @@ from typing import Any, Dict
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
 from ..image_pool import ImagePool
-from ..losses import GANLoss, contrast_matched
+from ..losses import GANLoss
 from .base import Recipe, check_gan_options, set_requires_grad
-
-SOURCE_CYCLE_CONTRASTS = ("exact", "matched")
 
 
 @dataclass
@@ -30,7 +25,6 @@ class Options:
     gan_mode: str = "lsgan"        # the CycleGAN paper's least-squares loss ("vanilla": BCE, as the articles)
     lambda_cycle: float = 10.0     # λ of the cycle-consistency L1, both directions
     source_cycle_scale: float = 1.0  # the source -> target -> source cycle's weight as a fraction of λ (λ_A / λ)
-    source_cycle_contrast: str = "exact"  # "matched": score the source cycle after a fitted intensity polynomial
     lambda_identity: float = 0.5   # identity L1 weight, as a fraction of λ (0 switches it off)
     pool_size: int = 50            # image history for the discriminators (0: none)
 
@@ -44,9 +38,6 @@ class CycleGAN(Recipe):
     @classmethod
     def validate_options(cls, config: Any) -> None:
         check_gan_options(config.recipe, ("lambda_cycle", "source_cycle_scale", "lambda_identity", "pool_size"))
-        if config.recipe.source_cycle_contrast not in SOURCE_CYCLE_CONTRASTS:
-            raise ConfigError(f"recipe.source_cycle_contrast '{config.recipe.source_cycle_contrast}' is unknown "
-                              f"(known: {', '.join(SOURCE_CYCLE_CONTRASTS)})")
 
     def build(self) -> None:
         channels = self.config.in_channels
@@ -71,10 +62,7 @@ class CycleGAN(Recipe):
         with self.autocast():
             fake_t = G(real_s)
             fake_s = F_(real_t)
-            rebuilt_s = F_(fake_t)
-            if options.source_cycle_contrast == "matched":
-                rebuilt_s = contrast_matched(rebuilt_s, real_s)
-            source_cycle = _l1(rebuilt_s, real_s) * options.source_cycle_scale
+            source_cycle = _l1(F_(fake_t), real_s) * options.source_cycle_scale
             cycle = (source_cycle + _l1(G(fake_s), real_t)) * options.lambda_cycle
             if options.lambda_identity > 0:
                 identity = (_l1(G(real_t), real_t) + _l1(F_(real_s), real_s)) * (
