@@ -68,12 +68,11 @@ def test_random_deformation_is_identity_without_parameters_and_smooth_otherwise(
 
 
 def test_a_training_subject_pairs_a_randomised_t1_with_a_sharp_t2(anatomy, subject, seed=SUBJECT_SEED):
-    from prepare_native_data import BRAIN_VOLUMES, HEAD_VOLUMES, PET_FACTOR, PET_VOLUMES, POOL_VOLUMES
+    from prepare_native_data import BRAIN_VOLUMES, HEAD_VOLUMES, PET_FACTOR, PET_VOLUMES
 
     volumes, pet, draws = subject
     _, tissues, brain, _ = anatomy
-    assert set(volumes) == set(BRAIN_VOLUMES + POOL_VOLUMES + HEAD_VOLUMES)
-    assert all(v.shape == brain.shape for v in volumes.values())
+    assert set(volumes) == set(BRAIN_VOLUMES + HEAD_VOLUMES) and all(v.shape == brain.shape for v in volumes.values())
     assert set(pet) == set(PET_VOLUMES)
     assert all(v.shape == tuple(n // PET_FACTOR for n in brain.shape) for v in pet.values())
     assert all(np.isfinite(v).all() for v in list(volumes.values()) + list(pet.values()))
@@ -120,29 +119,6 @@ def test_mr_targets_rendered_again_from_the_seed_are_the_subjects(subject, tmp_p
     for key in TARGETS:
         written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "train" / key / "probe.nii.gz")))
         assert np.array_equal(written, volumes[key][box])
-
-
-def test_the_cyclegan_pool_is_the_subjects_t1_as_a_spin_echo_without_gamma(anatomy, subject, tmp_path,
-                                                                            seed=SUBJECT_SEED):
-    """t1_spin_echo: the subject's anatomy, field of view and skull, a spin-echo T1 (WM > GM > CSF) with no gamma;
-    --redo-pool writes it again from the seed alone, on the crop of the subject's input."""
-    from prepare_native_data import head_box, redo_pool
-
-    volumes, _, draws = subject
-    _, tissues, brain, _ = anatomy
-    pool, t1 = volumes["t1_spin_echo"], volumes["t1"]
-    assert np.isfinite(pool).all() and "gamma" not in draws["pool"]
-    assert draws["input"] == "real" or set(draws["pool"]["contrast"]) == {"tr_ms", "te_ms"}
-    coordinates = random_deformation(brain.shape, np.random.default_rng(seed))
-    where = {name: deform(tissues[i], coordinates) > 0.9 for i, name in enumerate(TISSUES[:3])}
-    kept = volumes["t2"] > 0
-    mean = {name: float(pool[mask & kept].mean()) for name, mask in where.items()}
-    assert mean["wm"] > mean["gm"] > mean["csf"]
-    signal = np.percentile(pool[kept], 99.5)  # empty where the input is: noise only, far below the head's signal
-    assert np.percentile(pool[~kept & (t1 < 0.05 * np.percentile(t1, 99.5))], 50) < 0.1 * signal
-    assert redo_pool(tmp_path, "train", "probe", seed) == draws["pool"]
-    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "train" / "t1_spin_echo" / "probe.nii.gz")))
-    np.testing.assert_allclose(written, pool[head_box(volumes["t2"] + t1)], atol=1e-5 * signal)
 
 
 def test_a_motion_pair_has_noise_of_its_own_on_input_and_target(subject):

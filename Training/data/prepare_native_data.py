@@ -13,10 +13,6 @@ Inputs (T1-weighted, randomised per subject):
 then skull-stripped (always for `real`, else 30 %), a partial field of view (20 %: the head cut by a random
 plane), gamma 0.7-1.4, bias field, Rician noise up to 4 %, and thick slices (50 %: a Gaussian blur of 1.5-6 mm
 FWHM along a random axis).
-`t1_spin_echo`, the CycleGAN's source pool (unpaired, its cycle let a random input contrast leak into the T2:
-Training/README.md): the same subject, field of view and skull as `t1`, its T1 drawn again from a fourth random
-stream as a spin-echo (the real 2009a T1 for `real` subjects), with bias field, thick slices and noise as above
-but no gamma.
 Targets, sharp and noise-free, from the same deformed maps with the literature values (MedTranslateLib.simulate,
 nominal BrainWeb tissues): spin-echo T2 (TR 4000 / TE 100 ms) and PD (TR 3300 / TE 35 ms), skull-stripped and
 cut like their input; and `ct`, a CT in HU (per-tissue HU of the subject, the skull's density varying smoothly
@@ -55,11 +51,11 @@ third random stream:
 Layout: OUT/{train,test}/<volume>/<subject>.nii.gz on 1 mm (2 mm for PET_VOLUMES) grids cropped to each head;
 OUT/dataset.json records every subject's draws. Test subjects use seeds disjoint from the training ones. A subject
 whose volumes all exist is kept (its draws read back from dataset.json), so a larger --subjects or --test adds only
-the new ones; --redo-pet, --redo-head and --redo-pool draw the PET, whole-head volumes or CycleGAN pool of the
-kept subjects again (after a change to their simulation, or to add the pool to an older folder).
+the new ones; --redo-pet and --redo-head draw the PET or whole-head volumes of the kept subjects again (after a
+change to their simulation).
 
     python Training/data/prepare_native_data.py [--out Training/data/native] [--subjects 24] [--test 6] [--redo-pet]
-        [--redo-head] [--redo-pool] [--only-head] [--workers 2]
+        [--redo-head] [--only-head] [--workers 2]
     python Training/data/prepare_native_data.py --save-anatomy FILE    # the templates' anatomy, 8 bits, ~10 MB
     python Training/data/prepare_native_data.py --anatomy FILE ...     # subjects from it (no template packages)
 """
@@ -94,7 +90,6 @@ DEFAULT_OUT = REPO / "Training" / "data" / "native"
 INPUT_KINDS = {"spin-echo": 0.4, "random": 0.4, "real": 0.2}
 TARGETS = ("t2", "pd")
 BRAIN_VOLUMES = ("t1",) + TARGETS + ("ct",)  # the skull-stripped or cut subject and its targets: one crop
-POOL_VOLUMES = ("t1_spin_echo",)  # the CycleGAN's source pool: the subject's crop, a narrower range of T1 contrasts
 HEAD_VOLUMES = ("ct_in", "t1_target", "t1_motion", "t1_motion_target")  # the whole head: another crop
 PET_VOLUMES = ("pet_in", "ct_pet", "pet_full", "pet_low")  # the whole head on a 2 mm grid (PET's resolution)
 PET_FACTOR = 2  # the PET grid's voxels are this many 1 mm voxels a side
@@ -372,39 +367,15 @@ def first_stream(seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, Any], np.n
     return volumes, draws, coordinates, deformed, keep
 
 
-def spin_echo_pool(seed: int, draws: Dict[str, Any], coordinates: np.ndarray, deformed: np.ndarray,
-                   keep: np.ndarray) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """The subject's `t1_spin_echo` (Z, Y, X) from its fourth random stream, on first_stream's `keep`, and its
-    draws: a spin-echo T1 of the deformed maps (the deformed real T1 for `real` subjects), corrupted without gamma."""
-    rng = np.random.default_rng([seed, 3])
-    if draws["input"] == "real":
-        clean, contrast = deform(load_anatomy()[3], coordinates), {}
-    else:
-        clean, contrast = t1_contrast("spin-echo", deformed, rng)
-    pool_draws: Dict[str, Any] = {"contrast": contrast, "bias": float(rng.uniform(0.0, 0.25))}
-    image = np.clip(clean, 0.0, None) * keep * simulate.bias_field(keep.shape, rng, pool_draws["bias"])
-    if rng.random() < 0.5:
-        fwhm, axis = float(rng.uniform(1.5, 6.0)), int(rng.integers(0, 3))
-        widths = [0.0, 0.0, 0.0]
-        widths[axis] = fwhm
-        image = simulate.blur_resolution(image, widths)
-        pool_draws.update(thick_axis=axis, thick_fwhm_mm=fwhm)
-    pool_draws["noise"] = float(rng.uniform(0.0, 0.04))
-    top = float(np.percentile(image, 99.5))
-    return simulate.rician_noise(image, pool_draws["noise"] * top, rng), pool_draws
-
-
 def make_subject(name: str, seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, Any]]:
     """One subject's volumes as (Z, Y, X) float32: BRAIN_VOLUMES and HEAD_VOLUMES on the 2009a grid, PET_VOLUMES
     on the PET_FACTOR grid; and its draws."""
     volumes, first_draws, coordinates, deformed, keep = first_stream(seed)
-    volumes["t1_spin_echo"], pool_draws = spin_echo_pool(seed, first_draws, coordinates, deformed, keep)
     ct, hu, head, head_draws = second_stream(seed, coordinates, deformed)
     volumes["ct"] = np.where(keep > 0.5, ct, -1000.0).astype(np.float32)
     volumes.update(head)
     pet, pet_draws = pet_volumes(deformed, np.random.default_rng([seed, 2]))
-    draws = {"name": name, "seed": seed, **first_draws, "pool": pool_draws, "ct_hu": hu, "head": head_draws,
-             "pet": pet_draws}
+    draws = {"name": name, "seed": seed, **first_draws, "ct_hu": hu, "head": head_draws, "pet": pet_draws}
     return volumes, pet, draws
 
 
@@ -432,7 +403,7 @@ def write_cropped(path: Path, array: np.ndarray, box: Tuple[slice, ...], factor:
 def write_subject(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     volumes, pet, draws = make_subject(name, seed)
     box = head_box(volumes["t2"] + volumes["t1"])
-    for key in BRAIN_VOLUMES + POOL_VOLUMES:
+    for key in BRAIN_VOLUMES:
         write_cropped(out / split / key / f"{name}.nii.gz", volumes[key], box, 1)
     write_head(out, split, name, volumes)
     write_pet(out, split, name, pet)
@@ -470,14 +441,6 @@ def redo_targets(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     return draws
 
 
-def redo_pool(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
-    """The `t1_spin_echo` of a prepared subject drawn from its seed, on the crop of its input; its draws."""
-    volumes, draws, coordinates, deformed, keep = first_stream(seed)
-    pool, pool_draws = spin_echo_pool(seed, draws, coordinates, deformed, keep)
-    write_cropped(out / split / "t1_spin_echo" / f"{name}.nii.gz", pool, head_box(volumes["t2"] + volumes["t1"]), 1)
-    return pool_draws
-
-
 def write_head_subject(out: Path, split: str, name: str, seed: int) -> Dict[str, Any]:
     """Only the whole-head volumes (HEAD_VOLUMES) of a new subject, from its seed (--only-head); its plan entry."""
     return {"split": split, "name": name, "seed": seed, "head": redo_head(out, split, name, seed)}
@@ -507,8 +470,6 @@ def main() -> int:
                         help="draw the kept subjects' whole-head volumes (CT -> T1, motion) again")
     parser.add_argument("--redo-targets", action="store_true",
                         help="render the kept subjects' MR targets (T2, PD) again")
-    parser.add_argument("--redo-pool", action="store_true",
-                        help="draw the kept subjects' CycleGAN source pool (t1_spin_echo) again")
     parser.add_argument("--only-head", action="store_true",
                         help="prepare only the whole-head volumes (CT -> T1, motion) of new subjects")
     parser.add_argument("--save-anatomy", type=Path, default=None, metavar="FILE",
@@ -525,7 +486,7 @@ def main() -> int:
     jobs = [("train", f"subj{i:03d}", i) for i in range(args.subjects)]
     jobs += [("test", f"test{i:03d}", TEST_SEED_OFFSET + i) for i in range(args.test)]
     listed = args.out / "dataset.json"
-    needed = HEAD_VOLUMES if args.only_head else BRAIN_VOLUMES + HEAD_VOLUMES + PET_VOLUMES  # the pool: --redo-pool
+    needed = HEAD_VOLUMES if args.only_head else BRAIN_VOLUMES + HEAD_VOLUMES + PET_VOLUMES
     done = {entry["name"]: entry for entry in
             (json.loads(listed.read_text(encoding="utf-8"))["plan"] if listed.is_file() else [])
             if all((args.out / entry["split"] / key / f"{entry['name']}.nii.gz").is_file() for key in needed)}
@@ -536,7 +497,7 @@ def main() -> int:
         made = {entry["name"]: entry for entry in pool.map(make, [args.out] * len(todo), *zip(*todo))} \
             if todo else {}
         kept = [(entry["split"], entry["name"], entry["seed"]) for entry in done.values()]
-        for key, redo in (("pet", redo_pet), ("head", redo_head), ("targets", redo_targets), ("pool", redo_pool)):
+        for key, redo in (("pet", redo_pet), ("head", redo_head), ("targets", redo_targets)):
             if getattr(args, f"redo_{key}") and kept:
                 for entry, draws in zip(done.values(), pool.map(redo, [args.out] * len(kept), *zip(*kept))):
                     if key != "targets":
