@@ -38,6 +38,7 @@ from MedTranslateLib.device import cpu_has_native_bf16  # noqa: E402
 from MedTranslateLib.metrics import compare  # noqa: E402
 from MedTranslateLib.networks import size_multiple  # noqa: E402
 from MedTranslateLib.package import CARD_FILE, load_package  # noqa: E402
+from MedTranslateLib.training.trainer import describe_hardware  # noqa: E402
 from MedTranslateLib.translate import passes_for, translate_image  # noqa: E402
 from MedTranslateLib.volume import read_volume  # noqa: E402
 
@@ -132,7 +133,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     models = [m for m in SHIPPED if not args.ids or m.id in args.ids]
     results: Dict[str, Any] = {}
     for model in models:
-        results[model.id] = measure_model(model, args.cases)
+        # each model's own date and CPU: a run for some models merges into a file that others' runs wrote
+        results[model.id] = {**measure_model(model, args.cases), "date": datetime.date.today().isoformat(),
+                             "hardware": describe_hardware(torch.device("cpu"))}
         entry = results[model.id]
         print(f"{model.id}: bf16 {'passes' if entry['bf16_passes'] else 'FAILS'}, "
               f"{entry['bf16_speedup']:.2f}x faster; " + "; ".join(
