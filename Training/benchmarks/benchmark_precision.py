@@ -132,10 +132,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("this CPU has no native bf16 (AVX512-BF16 / AMX-BF16); precision=auto stays fp32 here")
     models = [m for m in SHIPPED if not args.ids or m.id in args.ids]
     results: Dict[str, Any] = {}
+    # each model keeps its own date and CPU: a run for some models merges into a file that others' runs wrote
+    measured = {"date": datetime.date.today().isoformat(), "hardware": describe_hardware(torch.device("cpu"))}
     for model in models:
-        # each model's own date and CPU: a run for some models merges into a file that others' runs wrote
-        results[model.id] = {**measure_model(model, args.cases), "date": datetime.date.today().isoformat(),
-                             "hardware": describe_hardware(torch.device("cpu"))}
+        results[model.id] = {**measure_model(model, args.cases), **measured}
         entry = results[model.id]
         print(f"{model.id}: bf16 {'passes' if entry['bf16_passes'] else 'FAILS'}, "
               f"{entry['bf16_speedup']:.2f}x faster; " + "; ".join(
@@ -146,7 +146,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             update_card(model.id, entry["bf16_passes"])
     previous = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
     previous.setdefault("models", {}).update(results)
-    previous.update({"date": datetime.date.today().isoformat(), "threads": args.threads,
+    previous.update({"date": measured["date"], "threads": args.threads,
                      "cpu_native_bf16": cpu_has_native_bf16(), "torch": torch.__version__,
                      "limits": {"mean_abs_difference_of_range": MAX_DIFFERENCE, "ssim_change": MAX_SSIM_CHANGE}})
     args.out.write_text(json.dumps(previous, indent=2) + "\n", encoding="utf-8")
