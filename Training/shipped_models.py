@@ -74,8 +74,10 @@ PET_TO_CT_CAVEAT = ("Trained on simulated PET only. On SPM's average of real PET
                     "correction 0.44); the 1.0 model scored 0.85 there, but it had trained on warps of that PET. "
                     "Faint texture can remain in the air at the corners of the field of view. Its transposed "
                     "convolutions (the paper's) leave a fine grid texture in the brain, visible at a brain window "
-                    "at full resolution: on the held-out subjects the output minus its 1-voxel Gaussian smoothing "
-                    "varies by 15-24 HU (standard deviation) inside the brain, the reference CT by 4-5 HU.")
+                    "at full resolution, a little fainter than 2.0's after a fine-tune with a heavier pixel loss: on "
+                    "the held-out subjects the 2-voxel grid's amplitude is 1.3-2.2 HU inside the brain (2.0: "
+                    "1.6-2.3; the reference CT's noise 1.1-1.4), and the output minus its 1-voxel Gaussian "
+                    "smoothing varies by 8-18 HU (standard deviation; 2.0: 11-22), the reference CT by 4 HU.")
 PET_DENOISING_CAVEAT = ("Trained on simulated PET only. It upsamples by bilinear interpolation and a 3x3 convolution, "
                         "not the paper's transposed convolutions, whose overlaps left a faint 2-voxel grid in 2.0: "
                         "on the 11 held-out cases that grid's amplitude is now 0.0016-0.0023 of the range, against "
@@ -102,6 +104,7 @@ SHIPPED: Tuple[ShippedModel, ...] = (
 )
 
 # run -> the run whose latest checkpoint it starts from (its config's train.init_from): that one trains first
-PRECEDING: Dict[str, str] = {"mr-t1-t2-cyclegan": "mr-t1-t2-cyclegan-crops"}
+PRECEDING: Dict[str, str] = {"mr-t1-t2-cyclegan": "mr-t1-t2-cyclegan-crops",
+                              "pet-to-ct-medgan": "pet-to-ct-medgan-base"}
 RUN_NAMES: Tuple[str, ...] = tuple(dict.fromkeys(run for model in SHIPPED
                                                  for run in (PRECEDING.get(model.run), model.run) if run))
