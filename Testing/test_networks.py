@@ -348,6 +348,7 @@ def test_residual_casnet_blocks_refine_the_previous_estimate() -> None:
     {"name": "unet", "variant": "pix2pix", "width": 4, "num_downs": 5, "norm": "batch", "upsample": "pixelshuffle"},
     {"name": "unet", "variant": "pix2pix", "width": 4, "num_downs": 5, "norm": "batch", "upsample": "resize"},
     {"name": "casnet", "n_blocks": 2, "width": 4, "num_downs": 4, "norm": "batch", "upsample": "pixelshuffle"},
+    {"name": "casnet", "n_blocks": 2, "width": 4, "num_downs": 4, "norm": "batch", "upsample": "transpose-blur"},
 ])
 def test_folding_batch_norms_keeps_the_output_and_the_original(spec: dict) -> None:
     torch.manual_seed(0)

@@ -173,7 +173,7 @@ def test_a_thin_slab_runs_only_in_the_plane_its_slices_fill(tmp_path):
                                   sitk.GetArrayFromImage(translate_image(slab, axial, device="cpu")))
 
 
-@pytest.mark.parametrize("upsample", ["transpose", "resize", "pixelshuffle"])
+@pytest.mark.parametrize("upsample", ["transpose", "transpose-blur", "resize", "pixelshuffle"])
 def test_unet_upsampling_modes_fold_and_keep_shapes(upsample):
     spec = {"name": "unet", "variant": "pix2pix", "width": 4, "num_downs": 4, "norm": "batch", "dropout": 0.0,
             "upsample": upsample}
@@ -185,16 +185,20 @@ def test_unet_upsampling_modes_fold_and_keep_shapes(upsample):
     assert plain.shape == batch.shape
     torch.testing.assert_close(plain, folded, atol=1e-5, rtol=1e-4)
     kinds = {type(m).__name__ for m in network.modules()}
-    assert ("ConvTranspose2d" in kinds) == (upsample == "transpose")
+    assert ("ConvTranspose2d" in kinds) == upsample.startswith("transpose")
+    # every batch norm folds away, those after a blur or a pixel shuffle too
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batch_norms(network).modules())
 
 
 def test_resize_upsampling_has_no_checkerboard_from_a_constant_input():
     """A transposed conv of stride 2 turns a constant feature map into a 2-periodic pattern; bilinear + conv
-    does not (inside the borders), nor does an ICNR-initialised sub-pixel conv."""
+    does not (inside the borders), nor does an ICNR-initialised sub-pixel conv, nor a transposed conv followed by
+    the binomial blur."""
     from MedTranslateLib.networks.unet import up_layers
 
     torch.manual_seed(0)
-    for upsample, periodic in (("transpose", True), ("resize", False), ("pixelshuffle", False)):
+    for upsample, periodic in (("transpose", True), ("resize", False), ("pixelshuffle", False),
+                               ("transpose-blur", False)):
         layers = torch.nn.Sequential(*up_layers(3, 1, upsample))
         with torch.no_grad():
             out = layers(torch.ones(1, 3, 8, 8))[0, 0, 2:-2, 2:-2]

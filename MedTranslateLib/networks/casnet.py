@@ -20,8 +20,9 @@ class CasNet(nn.Module):
     y_k = y_(k-1) + block_k(y_(k-1)), so each block learns only a correction of the previous
     estimate. The output is not clamped (each correction lies in [-1, 1]). Every block's final
     up-convolution starts at zero, so an untrained residual CasNet returns its input. Needs
-    out_channels 1. `upsample`: "transpose" (the paper's), "resize" (bilinear + 3x3 conv, no checkerboard)
-    or "pixelshuffle" (sub-pixel conv, ICNR), as in UNetGenerator.
+    out_channels 1. `upsample`: "transpose" (the paper's), "transpose-blur" (the same, then a fixed binomial
+    low-pass), "resize" (bilinear + 3x3 conv, no checkerboard) or "pixelshuffle" (sub-pixel conv, ICNR), as in
+    UNetGenerator.
     """
 
     def __init__(

@@ -9,13 +9,16 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from .unet import BinomialBlur2d
+
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
 def _foldable_pairs(module: nn.Module) -> List[Tuple[int, int, int]]:
     """(conv, norm, repeat) indices in a Sequential where layer `conv` is a convolution and layer `norm` a
-    BatchNorm2d with running statistics, either right after it (repeat 1) or after a PixelShuffle(r) between
-    them (repeat r**2: the shuffle moves conv channels c*r**2 ... c*r**2 + r**2 - 1 into channel c)."""
+    BatchNorm2d with running statistics, either right after it (repeat 1), after a BinomialBlur2d between them
+    (repeat 1: a per-channel affine map passes through a blur whose taps sum to 1) or after a PixelShuffle(r)
+    (repeat r**2: the shuffle moves conv channels c*r**2 ... c*r**2 + r**2 - 1 into channel c)."""
     if not isinstance(module, nn.Sequential):
         return []
     layers = list(module)
@@ -30,6 +33,8 @@ def _foldable_pairs(module: nn.Module) -> List[Tuple[int, int, int]]:
             continue
         if batch_norm(index + 1):
             pairs.append((index, index + 1, 1))
+        elif index + 1 < len(layers) and isinstance(layers[index + 1], BinomialBlur2d) and batch_norm(index + 2):
+            pairs.append((index, index + 2, 1))
         elif (index + 2 < len(layers) and isinstance(layers[index + 1], nn.PixelShuffle)
               and isinstance(layer, nn.Conv2d) and batch_norm(index + 2)):
             pairs.append((index, index + 2, layers[index + 1].upscale_factor ** 2))

@@ -4,14 +4,33 @@ from __future__ import annotations
 from typing import List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .norm import conv_bias, make_norm
 
 FINAL_ACTIVATIONS = ("tanh", "none")
-# 4x4 stride-2 transposed convs (pix2pix); bilinear x2 then a 3x3 conv; or a 3x3 conv to 4x the channels then
-# pixel shuffle, initialised as nearest-neighbour upsampling (ICNR)
-UPSAMPLING = ("transpose", "resize", "pixelshuffle")
+# 4x4 stride-2 transposed convs (pix2pix); the same followed by a fixed binomial low-pass; bilinear x2 then a 3x3
+# conv; or a 3x3 conv to 4x the channels then pixel shuffle, initialised as nearest-neighbour upsampling (ICNR)
+UPSAMPLING = ("transpose", "transpose-blur", "resize", "pixelshuffle")
+
+
+class BinomialBlur2d(nn.Module):
+    """A fixed [1, 2, 1] x [1, 2, 1] / 16 low-pass of every channel, (B,C,H,W) -> (B,C,H,W), edges replicated.
+    Its response is zero at the Nyquist frequency, where a stride-2 transposed conv puts its checkerboard (the
+    four sub-pixel phases' unequal gains): the anti-aliasing filter after upsampling of Zhang 2019 ("Making
+    convolutional networks shift-invariant again") and StyleGAN2 (Karras et al. 2020). No parameters: the
+    kernel is a non-persistent buffer, never saved."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = torch.outer(taps, taps) / 16.0
+        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = self.kernel.to(x.dtype)
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=kernel.shape[0])
 
 
 def icnr_(conv: nn.Conv2d, factor: int = 2) -> None:
@@ -34,9 +53,11 @@ def up_layers(in_channels: int, out_channels: int, upsample: str, bias: bool = T
     checkerboard artefacts (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts", Distill) but cannot
     make detail finer than its input's grid: at the outermost level the output is band-limited to half the
     image's resolution. "pixelshuffle" (sub-pixel conv, ICNR) starts without checkerboard and keeps the full
-    resolution."""
-    if upsample == "transpose":
-        return [nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)]
+    resolution, but can learn one. "transpose-blur" is the transposed conv followed by BinomialBlur2d, which
+    takes the checkerboard out at every level whatever the weights learn, with "transpose"'s parameters."""
+    if upsample in ("transpose", "transpose-blur"):
+        conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)
+        return [conv] if upsample == "transpose" else [conv, BinomialBlur2d(out_channels)]
     if upsample == "resize":
         return [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
                 nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)]
@@ -105,8 +126,8 @@ class UNetGenerator(nn.Module):
     conv after LeakyReLU(0.2); the decoder mirrors it with ReLU + 4x4 stride-2 transposed
     convs, concatenating each level's input as the skip. As in pix2pix, dropout is applied
     in the decoders of the levels between the first 8w level (i=4) and the innermost one:
-    num_downs-5 blocks, three for num_downs=8, none for num_downs<=5. `upsample` "resize" replaces the
-    transposed convs by bilinear upsampling and 3x3 convs (no checkerboard artefacts).
+    num_downs-5 blocks, three for num_downs=8, none for num_downs<=5. `upsample`: see `up_layers` ("resize",
+    "transpose-blur" and "pixelshuffle" against checkerboard artefacts).
     With the default "transpose" the module tree matches the reference implementation's state_dict keys.
     """
 
@@ -173,7 +194,7 @@ class ClassicUNet(nn.Module):
     `depth` encoder stages (DoubleConv, width*2**level channels at level 0..depth-1) separated
     by 2x2 max-pools, then depth-1 decoder stages (x2 upsampling halving the channels, concatenation
     with the encoder stage of the same level, DoubleConv); depth=5 gives the 9 stages. `upsample`:
-    "transpose" (the paper's 2x2 stride-2 transposed conv), "resize" or "pixelshuffle" (see
+    "transpose" (the paper's 2x2 stride-2 transposed conv), "transpose-blur", "resize" or "pixelshuffle" (see
     `up_layers`). A final 1x1 conv maps to out_channels, followed by Tanh ("tanh", output in
     [-1, 1]) or nothing ("none"). H and W must be multiples of `size_multiple` = 2**(depth-1).
     """
