@@ -449,3 +449,21 @@ def test_icnr_starts_as_nearest_neighbour_upsampling() -> None:
     assert y.shape == (1, 2, 16, 16)
     blocks = y.reshape(1, 2, 8, 2, 8, 2)
     assert torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks))
+
+
+def test_resnet_generator_transpose_blur_keeps_the_parameters_and_loses_the_checkerboard() -> None:
+    """The CycleGAN generator's "transpose-blur" has the paper's parameters; with the same weights a constant
+    input gives a 2-periodic pattern through the plain transposed convs and a flat interior through the blurred."""
+    torch.manual_seed(0)
+    plain = ResnetGenerator(1, 1, width=4, n_blocks=1, norm="batch").eval()
+    blurred = ResnetGenerator(1, 1, width=4, n_blocks=1, norm="batch", upsample="transpose-blur").eval()
+    assert [p.shape for p in plain.parameters()] == [p.shape for p in blurred.parameters()]
+    with torch.no_grad():
+        for source, target in zip(plain.parameters(), blurred.parameters()):
+            target.copy_(source)
+        flat = torch.ones(1, 1, 64, 64)
+        interiors = [net(flat)[0, 0, 20:-20, 20:-20] for net in (plain, blurred)]
+    spreads = [float(out.max() - out.min()) for out in interiors]
+    assert spreads[0] > 1e-3 and spreads[1] < 1e-5, spreads
+    with pytest.raises(ValueError, match="upsample must be"):
+        ResnetGenerator(upsample="resize")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from .unet import BinomialBlur2d
+from .blur import BinomialBlur2d
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 

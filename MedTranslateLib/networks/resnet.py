@@ -6,6 +6,7 @@ from typing import List
 import torch
 from torch import nn
 
+from .blur import BinomialBlur2d
 from .norm import conv_bias, make_norm
 
 
@@ -45,7 +46,9 @@ class ResnetGenerator(nn.Module):
     `n_blocks` residual blocks at 4w, two stride-2 3x3 transposed convs (2w, w),
     reflect-pad 3 + 7x7 conv (out_channels), Tanh. Each conv but the last is
     followed by norm and ReLU. The layer order matches the reference implementation,
-    so its state_dict keys (`model.<i>...`) are the same.
+    so its state_dict keys (`model.<i>...`) are the same. `upsample` "transpose-blur" follows each transposed
+    conv by a fixed binomial low-pass (unet.BinomialBlur2d) that removes their 2-pixel checkerboard; the
+    parameters stay the same, the layer indices after the first blur shift by one.
     """
 
     size_multiple = 4
@@ -58,10 +61,13 @@ class ResnetGenerator(nn.Module):
         n_blocks: int = 9,
         norm: str = "instance",
         dropout: float = 0.0,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        if upsample not in ("transpose", "transpose-blur"):
+            raise ValueError(f"upsample must be 'transpose' or 'transpose-blur', not '{upsample}'")
         bias = conv_bias(norm)
         layers: List[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -81,6 +87,7 @@ class ResnetGenerator(nn.Module):
                 nn.ConvTranspose2d(
                     width * mult, width * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1, bias=bias
                 ),
+                *([BinomialBlur2d(width * mult // 2)] if upsample == "transpose-blur" else []),
                 make_norm(norm, width * mult // 2),
                 nn.ReLU(inplace=True),
             ]
