@@ -47,7 +47,7 @@ class ResnetGenerator(nn.Module):
     reflect-pad 3 + 7x7 conv (out_channels), Tanh. Each conv but the last is
     followed by norm and ReLU. The layer order matches the reference implementation,
     so its state_dict keys (`model.<i>...`) are the same. `upsample` "transpose-blur" follows each transposed
-    conv by a fixed binomial low-pass (unet.BinomialBlur2d) that removes their 2-pixel checkerboard; the
+    conv by a fixed binomial low-pass (blur.BinomialBlur2d) that removes their 2-pixel checkerboard; the
     parameters stay the same, the layer indices after the first blur shift by one.
     """
 
