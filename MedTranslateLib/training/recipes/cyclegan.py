@@ -4,16 +4,13 @@ G maps source -> target and F target -> source; D_target tells real target slice
 source slices from F's. Generator loss: least-squares adversarial + cycle L1 (λ = 10) + identity L1 (0.5 λ);
 the source -> target -> source cycle may weigh less than the target -> source -> target one (the reference
 code's λ_A and λ_B): when the source slices vary in contrast and the targets do not, a full-weight source cycle
-makes G hide the source's contrast in its output so that F can restore it. A contrast-invariance L1 (not in the
-paper; off by default) closes that channel instead: G's output for the source raised to a random power must match
-its output for the source itself. Discriminators are trained on a history of 50 earlier translations (image
-pool), their loss halved.
+makes G hide the source's contrast in its output so that F can restore it. Discriminators are trained on a
+history of 50 earlier translations (image pool), their loss halved.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from dataclasses import dataclass
+from typing import Any, Dict
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +27,6 @@ class Options:
     source_cycle_scale: float = 1.0  # the source -> target -> source cycle's weight as a fraction of λ (λ_A / λ)
     lambda_identity: float = 0.5   # identity L1 weight, as a fraction of λ (0 switches it off)
     pool_size: int = 50            # image history for the discriminators (0: none)
-    lambda_contrast: float = 0.0   # weight of |G(s^γ) − G(s)| (s in [0, 1]; 0 switches it off)
-    contrast_gamma: List[float] = field(default_factory=lambda: [0.6, 1.6])  # γ's range, drawn log-uniform
 
 
 class CycleGAN(Recipe):
@@ -42,14 +37,7 @@ class CycleGAN(Recipe):
 
     @classmethod
     def validate_options(cls, config: Any) -> None:
-        from ..config import ConfigError
-
-        options = config.recipe
-        check_gan_options(options, ("lambda_cycle", "source_cycle_scale", "lambda_identity", "pool_size",
-                                    "lambda_contrast"))
-        gamma = options.contrast_gamma
-        if len(gamma) != 2 or not 0 < gamma[0] <= gamma[1]:
-            raise ConfigError(f"recipe.contrast_gamma must be [low, high] with 0 < low <= high, not {gamma}")
+        check_gan_options(config.recipe, ("lambda_cycle", "source_cycle_scale", "lambda_identity", "pool_size"))
 
     def build(self) -> None:
         channels = self.config.in_channels
@@ -81,13 +69,8 @@ class CycleGAN(Recipe):
                     options.lambda_cycle * options.lambda_identity)
             else:
                 identity = torch.zeros((), device=self.device)
-            if options.lambda_contrast > 0:
-                recontrasted = _raise_to_power(real_s, self._gamma(step, real_s.shape[0]))
-                contrast = _l1(G(recontrasted), fake_t) * options.lambda_contrast
-            else:
-                contrast = torch.zeros((), device=self.device)
             adversarial = self.gan(d_target(fake_t), True) + self.gan(d_source(fake_s), True)
-            loss_g = adversarial + cycle + identity + contrast
+            loss_g = adversarial + cycle + identity
         self.backward(loss_g)
         self.step(self.optimizers["G"])
 
@@ -99,16 +82,8 @@ class CycleGAN(Recipe):
             loss_ds = 0.5 * (self.gan(wrapped_s(real_s), True) + self.gan(wrapped_s(pooled_s), False))
         self.backward(loss_dt + loss_ds)
         self.step(self.optimizers["D"])
-        return self.report(G=loss_g, G_adv=adversarial, cycle=cycle, identity=identity, contrast=contrast,
+        return self.report(G=loss_g, G_adv=adversarial, cycle=cycle, identity=identity,
                            D_target=loss_dt, D_source=loss_ds)
-
-    def _gamma(self, step: int, count: int) -> torch.Tensor:
-        """(count, 1, 1, 1) powers, log-uniform in recipe.contrast_gamma, drawn from the seed and the step alone (a
-        resumed run draws the same)."""
-        generator = torch.Generator().manual_seed(self.context.seed * 1_000_003 + step)
-        low, high = (math.log(g) for g in self.options.contrast_gamma)
-        logs = torch.rand(count, generator=generator, dtype=torch.float64) * (high - low) + low
-        return logs.exp().float().reshape(count, 1, 1, 1).to(self.device)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"pools": {name: pool.state_dict() for name, pool in self.pools.items()}}
@@ -116,13 +91,6 @@ class CycleGAN(Recipe):
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         for name, pool in self.pools.items():
             pool.load_state_dict(state["pools"][name], device=self.device)
-
-
-def _raise_to_power(image: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) image in [-1, 1] mapped to [0, 1], raised to the per-sample power `gamma` (B, 1, 1, 1), mapped
-    back: the background (−1) and the brightest value (1) stay, the contrast between them changes."""
-    unit = ((image.float() + 1) / 2).clamp(0, 1)
-    return (unit ** gamma * 2 - 1).to(image.dtype)
 
 
 def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
