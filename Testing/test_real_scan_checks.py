@@ -147,12 +147,28 @@ def test_baselines_and_reference_metrics(phantom):
     t1, t2, _ = phantom
     head, _ = tissue_masks(t1, (1.0, 1.0, 1.0))
     made = baselines(t1, head, "T2")
-    assert set(made) == {"identity", "inversion", "kmeans_render"}
+    assert set(made) == {"identity", "inversion", "kmeans_render", "kmeans_render_4"}
     np.testing.assert_array_equal(made["identity"], t1)
     assert (made["inversion"][~head] == 0).all()
     perfect, identity = reference_based(t2, t2), reference_based(t1, t2)
     assert perfect["ssim"] == pytest.approx(1.0) and perfect["mae"] == pytest.approx(0.0, abs=1e-9)
     assert reference_based(made["kmeans_render"], t2)["ssim"] > identity["ssim"]
+    assert reference_based(made["kmeans_render_4"], t2)["ssim"] > identity["ssim"]
+
+
+def test_the_kmeans_render_keeps_the_skull_dark_where_csf_is_bright(phantom):
+    """Six classes, one per tissue: bone and sinus air, dark on a T1 as CSF is, are not rendered as CSF."""
+    t1, _, labels = phantom
+    t1, labels = t1.copy(), labels.copy()
+    sinus = np.sqrt(((np.indices(t1.shape) - np.array([47.5, 47.5, 62.5])[:, None, None, None]) ** 2).sum(0)) < 5
+    t1[sinus], labels[sinus] = 0.0, "air"
+    head, _ = tissue_masks(t1, (1.0, 1.0, 1.0))
+    made = baselines(t1, head, "T2")
+    render, csf = made["kmeans_render"], labels == "csf"
+    core = ndimage.binary_erosion(labels == "bone", iterations=1)  # away from the smoothed edges
+    assert render[core].mean() < 0.2 * render[csf].mean()
+    assert render[ndimage.binary_erosion(sinus, iterations=1)].mean() < 0.2 * render[csf].mean()
+    assert made["kmeans_render_4"][core].mean() > 0.8 * made["kmeans_render_4"][csf].mean()  # four: bone as CSF
 
 
 def test_a_real_reference_fails_a_model_no_better_than_a_baseline_but_an_oracle_is_only_reported(phantom):

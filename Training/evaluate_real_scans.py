@@ -31,9 +31,10 @@ Held-out simulated subjects (Training/data/native/test, seeds never trained on) 
 and MAE in the reference's filled head mask, each image scaled by its own 0.5/99.5 percentiles, as the
 project's real-scan measurements were made.
 Baselines on the same cases: identity (the input), inversion of the input inside the head, for a T1 input a
-classical k-means render (4 intensity classes of the T1 in the head, each given the literature spin-echo signal
-of CSF, GM, WM and scalp), and, where a reference exists, histogram matching to it (an oracle: reported, not a
-bar to clear).
+classical k-means render in two forms (`kmeans_render`: 6 intensity classes of the T1 in the head, dark to bright
+given the literature spin-echo signal of air, bone, CSF, GM, WM and scalp; `kmeans_render_4`: 4 classes, CSF, GM,
+WM and scalp, which renders bone and sinus air as CSF but keeps real CSF bright where the six classes take it for
+bone), and, where a reference exists, histogram matching to it (an oracle: reported, not a bar to clear).
 
     .venv/bin/python Training/evaluate_real_scans.py [--model ID_OR_PATH ...] [--out Training/results/real]
 
@@ -63,7 +64,7 @@ sys.path.insert(0, str(REPO / "Training" / "data"))
 from fetch_real_scans import fetch as fetch_real  # noqa: E402
 from fetch_spm_templates import fetch as fetch_spm  # noqa: E402
 
-from MedTranslateLib import load_model, translate_image  # noqa: E402
+from MedTranslateLib import list_models, load_model, translate_image  # noqa: E402
 from MedTranslateLib.metrics import head_mask, largest_component  # noqa: E402
 from MedTranslateLib.simulate import SEQUENCES, mr_spin_echo, nominal_mr  # noqa: E402
 from MedTranslateLib.simulate.tissues import TISSUES  # noqa: E402
@@ -71,10 +72,12 @@ from MedTranslateLib.volume import read_volume  # noqa: E402
 
 OUT = REPO / "Training" / "results" / "real"
 NATIVE_TEST = REPO / "Training" / "data" / "native" / "test"
-# the bundled MR contrast models
-DEFAULT_MODELS = ("mr-t1-to-t2-pix2pix", "mr-t1-to-pd-pix2pix", "mr-t1-to-t2-cyclegan", "mr-t2-to-t1-cyclegan")
 BRAIN_DEPTH_MM = 15.0
-RENDER_TISSUES = ("csf", "gm", "wm", "soft")  # the k-means classes, dark to bright on a T1
+# the k-means classes of a T1 inside its head, dark to bright: one per tissue of the simulation, so that sinus air
+# and bone, dark on a T1 as CSF is, get classes of their own and the skull is not rendered as CSF
+RENDER_TISSUES = ("air", "bone", "csf", "gm", "wm", "soft")
+# the brain's classes and the scalp only (the render before the six): real CSF stays bright, the skull turns bright
+RENDER_TISSUES_4 = ("csf", "gm", "wm", "soft")
 BRAIN_TOP_SHARE = 0.6  # tissue classes are taken in this top share of the head's height
 BRIGHT_PERCENTILE = 98.0  # k-means centres are fitted below this percentile of the deep voxels
 SEPARABLE_SHARE = 0.15  # a WM class smaller than this share of the classified voxels: GM and WM not separable
@@ -211,19 +214,25 @@ def tissue_masks(t1: np.ndarray, spacing_zyx: Tuple[float, ...],
 
 def baselines(t1: np.ndarray, head: np.ndarray, target: str, source: str = "T1") -> Dict[str, np.ndarray]:
     """Identity and inversion inside the head of the input `t1` (Z, Y, X), of weighting `source`; for a T1 also
-    the k-means render of the `target` contrast (T2 or PD)."""
+    the two k-means renders of the `target` contrast (T2 or PD)."""
     scaled = unit(t1, head)
     inverted = np.where(head, 1.0 - np.clip(scaled, 0.0, 1.0), 0.0)
     if source != "T1":
         return {"identity": t1, "inversion": inverted}
-    centres = kmeans_1d(t1[head], len(RENDER_TISSUES))
+    return {"identity": t1, "inversion": inverted, "kmeans_render": kmeans_render(t1, head, target, RENDER_TISSUES),
+            "kmeans_render_4": kmeans_render(t1, head, target, RENDER_TISSUES_4)}
+
+
+def kmeans_render(t1: np.ndarray, head: np.ndarray, target: str, classes: Tuple[str, ...]) -> np.ndarray:
+    """(Z, Y, X) spin-echo `target` signal of `t1`'s k-means classes in `head`, named dark to bright by
+    `classes` (tissues of the simulation), air outside the head; smoothed by 0.5 voxel."""
+    centres = kmeans_1d(t1[head], len(classes))
     labels = np.abs(t1[..., None] - centres).argmin(axis=-1)
     tissues = np.zeros((len(TISSUES),) + t1.shape, np.float32)
-    for index, name in enumerate(RENDER_TISSUES):
-        tissues[TISSUES.index(name)] = (labels == index) & head
     tissues[TISSUES.index("air")] = ~head
-    render = ndimage.gaussian_filter(mr_spin_echo(tissues, nominal_mr(), *SEQUENCES[target]), 0.5)
-    return {"identity": t1, "inversion": inverted, "kmeans_render": render}
+    for index, name in enumerate(classes):
+        tissues[TISSUES.index(name)] += (labels == index) & head
+    return ndimage.gaussian_filter(mr_spin_echo(tissues, nominal_mr(), *SEQUENCES[target]), 0.5)
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -524,7 +533,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for model in args.model or DEFAULT_MODELS:
+    bundled = [card.id for card in list_models() if contrast_pair(card)]  # the bundled MR contrast models
+    for model in args.model or bundled:
         result = evaluate(model, args.out)
         (args.out / f"{result['id']}-{result['version']}.json").write_text(json.dumps(result, indent=1) + "\n",
                                                                            encoding="utf-8")
