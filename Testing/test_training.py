@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
 
 from MedTranslateLib.cli import main
 from MedTranslateLib.errors import InputError
@@ -29,6 +30,7 @@ from MedTranslateLib.training.checkpoint import checkpoint_folder, list_checkpoi
 from MedTranslateLib.training.config import SCALE_KNEE, DataSection
 from MedTranslateLib.training.data import (SliceDataset, SliceSampler, Volume, knee_curve, load_training_data,
                                            slice_weights)
+from MedTranslateLib.training.losses import mind_descriptor, structure_loss
 from MedTranslateLib.training.recipes.base import RecipeContext
 from MedTranslateLib.training.recipes.cyclegan import CycleGAN
 
@@ -498,6 +500,39 @@ def test_cyclegan_source_cycle_weighs_its_scale_of_lambda(scale, slabs, tmp_path
     reported = recipe.train_step({"source": source, "target": target}, 0)["cycle"]
     lam = config.recipe.lambda_cycle
     assert reported == pytest.approx(lam * (scale * source_cycle + target_cycle), rel=1e-5)
+
+
+def test_mind_structure_loss_ignores_contrast_and_sees_structure():
+    """MIND compares structure, not intensity: a rescaled, inverted copy scores ~0, a blurred copy little, an
+    unrelated image or a blank output much more; flat images stay finite."""
+    torch.manual_seed(0)
+    image = F.avg_pool2d(torch.rand(2, 1, 64, 64), 5, stride=1, padding=2)
+    inverted = 1.0 - 3.0 * image
+    assert structure_loss(inverted, image).item() < 1e-5
+    blurred = structure_loss(F.avg_pool2d(image, 3, stride=1, padding=1), image).item()
+    unrelated = structure_loss(F.avg_pool2d(torch.rand_like(image), 5, stride=1, padding=2), image).item()
+    blank = structure_loss(torch.zeros_like(image), image).item()
+    assert blurred < 0.5 * unrelated and blurred < 0.5 * blank
+    descriptor = mind_descriptor(torch.zeros(1, 1, 16, 16))
+    assert descriptor.shape == (1, 4, 16, 16) and torch.isfinite(descriptor).all()
+
+
+def test_cyclegan_structure_loss_is_weighted_and_reported(slabs, tmp_path):
+    """recipe.lambda_structure adds λ_s·(MIND(G(s)) vs s + MIND(F(t)) vs t) to the generators' loss; 0 leaves it out."""
+    config = tiny_config("cyclegan", slabs, tmp_path, "recipe.lambda_structure=4")
+    torch.manual_seed(0)
+    recipe = CycleGAN(config, RecipeContext(device=torch.device("cpu"), log=lambda _: None))
+    source, target = torch.rand(1, 1, 64, 64) * 2 - 1, torch.rand(1, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        expected = 4 * (structure_loss(recipe.networks["G"](source), source)
+                        + structure_loss(recipe.networks["F"](target), target)).item()
+    losses = recipe.train_step({"source": source, "target": target}, 0)
+    assert expected > 0 and losses["structure"] == pytest.approx(expected, rel=1e-5)
+    plain = CycleGAN(tiny_config("cyclegan", slabs, tmp_path / "plain"),
+                     RecipeContext(device=torch.device("cpu"), log=lambda _: None))
+    assert plain.train_step({"source": source, "target": target}, 0)["structure"] == 0
+    with pytest.raises(ConfigError, match="recipe.lambda_structure"):
+        load_config(CONFIGS / "cyclegan_t1_t2.toml", ["recipe.lambda_structure=-1"])
 
 
 def test_keep_best_keeps_the_best_validated_step_of_both_directions(slabs, tmp_path):

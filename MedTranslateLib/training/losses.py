@@ -1,4 +1,5 @@
-"""Losses of the recipes: adversarial (least squares or vanilla), Gram matrices, perceptual/style/content.
+"""Losses of the recipes: adversarial (least squares or vanilla), Gram matrices, perceptual/style/content,
+and MIND structure consistency.
 
 Feature lists are what `PatchDiscriminator.features` or `VGG19Features` return: tensors (B, C_i, H_i, W_i).
 Every loss is computed in float32, also under autocast.
@@ -72,3 +73,40 @@ def content_loss(fake: Sequence[torch.Tensor], real: Sequence[torch.Tensor],
     factors = _weights(weights, len(fake), "content loss")
     terms = [w * F.mse_loss(f.float(), r.float()) for w, f, r in zip(factors, fake, real)]
     return torch.stack(terms).sum()
+
+
+MIND_OFFSETS = ((0, 1), (1, 0), (0, -1), (-1, 0))  # the four in-plane neighbours (Heinrich et al. 2012, 2D)
+
+
+def mind_descriptor(image: torch.Tensor, distance: int = 3, patch: int = 9) -> torch.Tensor:
+    """Modality-independent neighbourhood descriptor of (B, 1, H, W) images -> (B, 4, H, W), values in 0..1.
+
+    For each neighbour r at `distance` pixels: D_r = mean over a `patch` x `patch` box of (I(x) - I(x + r))^2;
+    MIND_r = exp(-D_r / V), V the mean of D_r over the four neighbours (clamped to 0.001..1000 times its image
+    mean, so flat regions and air stay finite), divided by its maximum over r. It is unchanged by scaling the
+    image or inverting its contrast, so it compares structure across modalities (Heinrich et al. 2012). The
+    defaults suit noisy 1 mm slices: with 3 x 3 patches at 2 pixels, the true T2 of a noisy training T1 scored
+    0.19-0.24 against it, a blank image 0.27-0.30; with 9 x 9 at 3 pixels 0.10-0.13 against 0.20-0.27.
+    """
+    image = image.float()
+    pad = distance
+    padded = F.pad(image, (pad, pad, pad, pad), mode="replicate")
+    h, w = image.shape[-2:]
+    distances = []
+    for dy, dx in MIND_OFFSETS:
+        shifted = padded[..., pad + dy * distance:pad + dy * distance + h, pad + dx * distance:pad + dx * distance + w]
+        squared = (image - shifted) ** 2
+        distances.append(F.avg_pool2d(F.pad(squared, (patch // 2,) * 4, mode="replicate"), patch, stride=1))
+    d = torch.cat(distances, dim=1)
+    variance = d.mean(dim=1, keepdim=True)
+    mean = variance.mean(dim=(-2, -1), keepdim=True)
+    variance = torch.maximum(torch.minimum(variance, mean * 1000.0), mean * 0.001 + 1e-12)
+    descriptor = torch.exp(-d / variance)
+    return descriptor / descriptor.amax(dim=1, keepdim=True)
+
+
+def structure_loss(translated: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """Structure consistency of a translation (Yang et al. 2018, structure-constrained CycleGAN): mean |MIND of the
+    output - MIND of its input| over (B, 1, H, W) images; zero for any output whose local structure matches,
+    whatever its contrast."""
+    return F.l1_loss(mind_descriptor(translated), mind_descriptor(original))

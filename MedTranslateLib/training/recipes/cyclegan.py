@@ -5,7 +5,9 @@ source slices from F's. Generator loss: least-squares adversarial + cycle L1 (λ
 the source -> target -> source cycle may weigh less than the target -> source -> target one (the reference
 code's λ_A and λ_B): when the source slices vary in contrast and the targets do not, a full-weight source cycle
 makes G hide the source's contrast in its output so that F can restore it. Discriminators are trained on a
-history of 50 earlier translations (image pool), their loss halved.
+history of 50 earlier translations (image pool), their loss halved. An optional structure loss (Yang et al.
+2018, structure-constrained CycleGAN) compares the MIND descriptors of each translation and its input, which
+keeps edges where the input has them whatever the contrast; off by default.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..image_pool import ImagePool
-from ..losses import GANLoss
+from ..losses import GANLoss, structure_loss
 from .base import Recipe, check_gan_options, set_requires_grad
 
 
@@ -27,6 +29,7 @@ class Options:
     source_cycle_scale: float = 1.0  # the source -> target -> source cycle's weight as a fraction of λ (λ_A / λ)
     lambda_identity: float = 0.5   # identity L1 weight, as a fraction of λ (0 switches it off)
     pool_size: int = 50            # image history for the discriminators (0: none)
+    lambda_structure: float = 0.0  # weight of the MIND structure loss, both directions (0 switches it off)
 
 
 class CycleGAN(Recipe):
@@ -37,7 +40,8 @@ class CycleGAN(Recipe):
 
     @classmethod
     def validate_options(cls, config: Any) -> None:
-        check_gan_options(config.recipe, ("lambda_cycle", "source_cycle_scale", "lambda_identity", "pool_size"))
+        check_gan_options(config.recipe, ("lambda_cycle", "source_cycle_scale", "lambda_identity", "pool_size",
+                                                   "lambda_structure"))
 
     def build(self) -> None:
         channels = self.config.in_channels
@@ -69,8 +73,13 @@ class CycleGAN(Recipe):
                     options.lambda_cycle * options.lambda_identity)
             else:
                 identity = torch.zeros((), device=self.device)
+            if options.lambda_structure > 0:
+                structure = (structure_loss(fake_t, real_s) + structure_loss(fake_s, real_t)) * (
+                    options.lambda_structure)
+            else:
+                structure = torch.zeros((), device=self.device)
             adversarial = self.gan(d_target(fake_t), True) + self.gan(d_source(fake_s), True)
-            loss_g = adversarial + cycle + identity
+            loss_g = adversarial + cycle + identity + structure
         self.backward(loss_g)
         self.step(self.optimizers["G"])
 
@@ -82,7 +91,7 @@ class CycleGAN(Recipe):
             loss_ds = 0.5 * (self.gan(wrapped_s(real_s), True) + self.gan(wrapped_s(pooled_s), False))
         self.backward(loss_dt + loss_ds)
         self.step(self.optimizers["D"])
-        return self.report(G=loss_g, G_adv=adversarial, cycle=cycle, identity=identity,
+        return self.report(G=loss_g, G_adv=adversarial, cycle=cycle, identity=identity, structure=structure,
                            D_target=loss_dt, D_source=loss_ds)
 
     def state_dict(self) -> Dict[str, Any]:
