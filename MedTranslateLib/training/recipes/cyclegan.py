@@ -41,7 +41,7 @@ class CycleGAN(Recipe):
     @classmethod
     def validate_options(cls, config: Any) -> None:
         check_gan_options(config.recipe, ("lambda_cycle", "source_cycle_scale", "lambda_identity", "pool_size",
-                                                   "lambda_structure"))
+                                          "lambda_structure"))
 
     def build(self) -> None:
         channels = self.config.in_channels
