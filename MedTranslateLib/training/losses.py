@@ -99,7 +99,7 @@ def mind_descriptor(image: torch.Tensor, distance: int = 3, patch: int = 9) -> t
     d = torch.cat(distances, dim=1)
     variance = d.mean(dim=1, keepdim=True)
     mean = variance.mean(dim=(-2, -1), keepdim=True)
-    descriptor = torch.exp(-d / variance.clamp(min=mean * 0.001 + 1e-12, max=mean * 1000.0))
+    descriptor = torch.exp(-d / variance.clamp(max=mean * 1000.0).clamp(min=mean * 0.001 + 1e-12))
     return descriptor / descriptor.amax(dim=1, keepdim=True)
 
 
